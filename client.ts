@@ -128,6 +128,9 @@ export function parseClientArgs(args: string[]): ClientOptions | "help" {
         throw new UsageError(`unknown flag ${JSON.stringify(flag)}`);
     }
   }
+  if (options.path !== DEFAULTS.path && !options.http) {
+    throw new UsageError("--path goes with --http");
+  }
   if (words.length > 0) {
     if (options.http) {
       throw new UsageError("--http sends its own request: give no MESSAGE");

@@ -790,7 +790,7 @@ the server's port stays.</p>
 <pre>${e(headers)}</pre>
 <h2>What happened on the wire</h2>
 <ol>
-<li>Your browser connected: SYN, SYN-ACK, ACK, the TCP handshake.</li>
+<li>Your client (a browser, curl, client.ts) connected: SYN, SYN-ACK, ACK, the TCP handshake.</li>
 <li>It wrote ${info.bytesIn} bytes of text: the request line, the headers, a blank line.</li>
 <li>The server read them, wrote this page after a status line and headers
 (Content-Length, Connection: close) and closed its end.</li>

@@ -34,6 +34,7 @@ for (
     [["--port", "-1"], /--port must be a whole number from 0 to 65535/],
     [["--port", "abc"], /--port must be a whole number from 0 to 65535/],
     [["--http", "hello"], /--http sends its own request/],
+    [["--path", "/x"], /--path goes with --http/],
   ] as const
 ) {
   Deno.test(`client ${args.join(" ")} is a usage error: exit 2 and a one-line reason`, async () => {
