@@ -543,9 +543,11 @@ export async function main(args: string[]): Promise<number> {
       return 0;
     }
     const socket = listenUdp(options);
-    console.log(`udp listening on ${formatAddr(socket.addr)}`);
+    // Catch Ctrl+C and SIGTERM before saying we listen: whoever reads that
+    // line may stop us at once.
     const controller = new AbortController();
     const removeSignals = onStopSignals(() => controller.abort());
+    console.log(`udp listening on ${formatAddr(socket.addr)}`);
     try {
       const stats = await serveUdp(socket, {
         signal: controller.signal,

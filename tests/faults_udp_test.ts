@@ -1,0 +1,377 @@
+/**
+ * Faults and abuse, UDP side: udp.ts must stay up under a flood of
+ * datagrams of every size, never send back more than it got (a UDP echo
+ * that amplified could be used to attack others), and fail on junk command
+ * lines and missing permissions with a plain `error:` line.
+ *
+ * Everything runs on loopback and is bounded in count and time. Figures for
+ * the report are printed as `faults:` lines.
+ */
+import assert from "node:assert/strict";
+import {
+  hasStackTrace,
+  junkRound,
+  runScript,
+  seededRandom,
+  startScript,
+  withTimeout,
+} from "./helpers.ts";
+import { MAX_UDP_PAYLOAD_IPV4, RECEIVE_BUFFER_SIZE } from "../udp.ts";
+
+/** In-process sockets in these tests must all be closed by the end. */
+const SANITIZE = { sanitizeResources: true, sanitizeOps: true };
+const HOST = "127.0.0.1";
+
+function figure(text: string): void {
+  console.log(`faults: ${text}`);
+}
+
+// --- flood --------------------------------------------------------------------
+
+/** Bytes every datagram's body is cut from (so replies can be checked). */
+const PATTERN = (() => {
+  const random = seededRandom(862);
+  return Uint8Array.from(
+    { length: MAX_UDP_PAYLOAD_IPV4 + 256 },
+    () => Math.floor(random() * 256),
+  );
+})();
+/** Datagrams of 8 bytes or more start with sender id and sequence number. */
+const HEADER = 8;
+
+/** The payload of datagram `seq` of sender `id`, `size` bytes long. */
+function datagram(id: number, seq: number, size: number): Uint8Array {
+  if (size < HEADER) return PATTERN.slice(0, size);
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, id);
+  view.setUint32(4, seq);
+  out.set(PATTERN.subarray(seq % 256, seq % 256 + size - HEADER), HEADER);
+  return out;
+}
+
+/**
+ * Sizes for one sender: uniform over 0..65,507, with one datagram in ten
+ * under 64 bytes (so the ones too short for a header are common too), and
+ * both extremes, 0 and 65,507, every 1,000 datagrams.
+ */
+function floodSizes(count: number, random: () => number): number[] {
+  const upTo = (max: number) => Math.floor(random() * (max + 1));
+  return Array.from({ length: count }, (_, seq) => {
+    if (seq % 1000 === 0) return MAX_UDP_PAYLOAD_IPV4;
+    if (seq % 1000 === 1) return 0;
+    return random() < 0.1 ? upTo(63) : upTo(MAX_UDP_PAYLOAD_IPV4);
+  });
+}
+
+/** What one sender sent and got back. */
+interface SenderReport {
+  sent: number;
+  bytesSent: number;
+  replies: number;
+  bytesBack: number;
+  maxSizeBack: number;
+  emptyBack: number;
+  /** Replies that were not an unanswered datagram of ours, with why. */
+  bad: string[];
+}
+
+/**
+ * Send `sizes.length` datagrams to `port` from a socket of our own, at most
+ * a window of them (in count and in bytes) unanswered at a time, and check
+ * every reply against what was sent. A datagram lost on the way (the
+ * kernel drops what a full socket buffer cannot hold) is written off after
+ * a short wait, so the flood never stalls.
+ */
+async function floodSender(
+  id: number,
+  port: number,
+  sizes: number[],
+): Promise<SenderReport> {
+  const WINDOW = 32;
+  const WINDOW_BYTES = 96 * 1024;
+  const socket = Deno.listenDatagram({
+    transport: "udp",
+    hostname: HOST,
+    port: 0,
+  });
+  const report: SenderReport = {
+    sent: 0,
+    bytesSent: 0,
+    replies: 0,
+    bytesBack: 0,
+    maxSizeBack: 0,
+    emptyBack: 0,
+    bad: [],
+  };
+  const answered = new Uint8Array(sizes.length);
+  // Datagrams under 8 bytes carry no sequence number: count them by size.
+  const tinySent = new Array<number>(HEADER).fill(0);
+  const tinyBack = new Array<number>(HEADER).fill(0);
+  let outstanding = 0;
+  let outstandingBytes = 0;
+  const waiter: { wake?: () => void } = {};
+
+  const check = (data: Uint8Array, from: Deno.Addr): string => {
+    if (
+      from.transport !== "udp" || from.hostname !== HOST || from.port !== port
+    ) return `reply from ${JSON.stringify(from)}`;
+    if (data.length < HEADER) {
+      if (++tinyBack[data.length] > tinySent[data.length]) {
+        return `more ${data.length}-byte replies than sent`;
+      }
+      return PATTERN.subarray(0, data.length).every((b, i) => data[i] === b)
+        ? ""
+        : `${data.length}-byte reply differs`;
+    }
+    const view = new DataView(data.buffer, data.byteOffset);
+    const seq = view.getUint32(4);
+    if (view.getUint32(0) !== id) return `reply of sender ${view.getUint32(0)}`;
+    if (seq >= report.sent) return `reply to unsent datagram ${seq}`;
+    if (sizes[seq] !== data.length) {
+      return `datagram ${seq}: ${sizes[seq]} bytes sent, ${data.length} back`;
+    }
+    if (answered[seq]++) return `datagram ${seq} answered twice`;
+    const body = PATTERN.subarray(seq % 256);
+    for (let i = HEADER; i < data.length; i++) {
+      if (data[i] !== body[i - HEADER]) return `datagram ${seq} differs`;
+    }
+    return "";
+  };
+
+  const receiver = (async () => {
+    const buffer = new Uint8Array(RECEIVE_BUFFER_SIZE);
+    while (true) {
+      let data: Uint8Array;
+      let from: Deno.Addr;
+      try {
+        [data, from] = await socket.receive(buffer);
+      } catch {
+        return; // the socket was closed: the flood is over
+      }
+      const why = check(data, from);
+      if (why) report.bad.push(why);
+      report.replies++;
+      report.bytesBack += data.length;
+      if (data.length === MAX_UDP_PAYLOAD_IPV4) report.maxSizeBack++;
+      if (data.length === 0) report.emptyBack++;
+      outstanding = Math.max(0, outstanding - 1);
+      outstandingBytes = Math.max(0, outstandingBytes - data.length - 64);
+      waiter.wake?.();
+    }
+  })();
+
+  /** Wait for a reply, or `ms`; false if none came (count them lost). */
+  const waitForReply = (ms: number): Promise<boolean> =>
+    new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        waiter.wake = undefined;
+        resolve(false);
+      }, ms);
+      waiter.wake = () => {
+        clearTimeout(timer);
+        waiter.wake = undefined;
+        resolve(true);
+      };
+    });
+
+  const server: Deno.NetAddr = { transport: "udp", hostname: HOST, port };
+  try {
+    for (let seq = 0; seq < sizes.length;) {
+      const size = sizes[seq];
+      if (
+        outstanding > 0 &&
+        (outstanding >= WINDOW || outstandingBytes + size > WINDOW_BYTES)
+      ) {
+        if (!await waitForReply(20)) {
+          outstanding = 0; // lost on the way: write them off
+          outstandingBytes = 0;
+        }
+        continue;
+      }
+      if (size < HEADER) tinySent[size]++;
+      report.sent = seq + 1;
+      await socket.send(datagram(id, seq, size), server);
+      report.bytesSent += size;
+      outstanding++;
+      outstandingBytes += size + 64;
+      seq++;
+    }
+    // The last replies: wait until none has come for a while.
+    while (await waitForReply(200)) { /* more arrived */ }
+  } finally {
+    socket.close();
+    await receiver;
+  }
+  return report;
+}
+
+Deno.test({
+  name:
+    "a flood of 100,000 datagrams of 0 to 65,507 bytes from 4 senders: udp.ts stays up, answers only with what each sender sent, never more",
+  ...SANITIZE,
+  async fn() {
+    await using server = await startScript("udp.ts", [
+      "--port",
+      "0",
+      "--quiet",
+    ]);
+    const SENDERS = 4;
+    const PER_SENDER = 25_000;
+    const seed = Math.floor(Math.random() * 2 ** 32);
+    const random = seededRandom(seed);
+    const sizes = Array.from(
+      { length: SENDERS },
+      () => floodSizes(PER_SENDER, random),
+    );
+    const started = performance.now();
+    const reports = await withTimeout(
+      Promise.all(sizes.map((s, id) => floodSender(id, server.port, s))),
+      120_000,
+      () => "the flood did not finish within 120 s",
+    );
+    const floodMs = performance.now() - started;
+
+    const sum = (f: (r: SenderReport) => number) =>
+      reports.reduce((n, r) => n + f(r), 0);
+    const sent = sum((r) => r.sent);
+    const replies = sum((r) => r.replies);
+    figure(
+      `flood (seed ${seed}): ${sent} datagrams, ${
+        (sum((r) => r.bytesSent) / 2 ** 20).toFixed(1)
+      } MiB in ${(floodMs / 1000).toFixed(1)} s; ${replies} replies (${
+        (100 * replies / sent).toFixed(1)
+      }%), ${(sum((r) => r.bytesBack) / 2 ** 20).toFixed(1)} MiB; ${
+        sum((r) => r.maxSizeBack)
+      } of 65,507 bytes and ${sum((r) => r.emptyBack)} empty came back`,
+    );
+    assert.equal(sent, SENDERS * PER_SENDER);
+    for (const [id, r] of reports.entries()) {
+      assert.deepEqual(r.bad.slice(0, 5), [], `sender ${id}: bad replies`);
+      assert.ok(
+        r.bytesBack <= r.bytesSent,
+        `sender ${id}: ${r.bytesBack} bytes back for ${r.bytesSent} sent`,
+      );
+    }
+    // Loss is allowed (it is UDP), but an echo that answered almost nothing
+    // would make the checks above empty.
+    assert.ok(replies >= sent / 2, `only ${replies} of ${sent} answered`);
+    assert.ok(sum((r) => r.maxSizeBack) > 0, "no 65,507-byte reply");
+    assert.ok(sum((r) => r.emptyBack) > 0, "no empty reply");
+
+    // Still serving: a fresh `udp.ts send` is answered.
+    const r = await runScript("udp.ts", [
+      "send",
+      "--port",
+      String(server.port),
+      "--timeout",
+      "5000",
+      "after",
+      "the",
+      "flood",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.out, "after the flood");
+
+    // And it stops cleanly, its totals agreeing: never more out than in.
+    const status = await server.stop("SIGTERM");
+    assert.equal(status.code, 0, server.stderr.text());
+    assert.equal(server.stderr.text(), "", "nothing on stderr");
+    const summary = server.stdout.lines.at(-1) ?? "";
+    const m =
+      /^udp server stopped: (\d+) datagrams, (\d+) bytes in, (\d+) bytes out$/
+        .exec(summary);
+    assert.ok(m, `summary line: ${summary}`);
+    const [datagrams, bytesIn, bytesOut] = m.slice(1).map(Number);
+    figure(
+      `flood: server counted ${datagrams} datagrams, ${bytesIn} bytes in, ${bytesOut} bytes out`,
+    );
+    assert.ok(bytesOut <= bytesIn, summary);
+    assert.ok(datagrams <= sent + 1, summary);
+    assert.ok(bytesIn <= sum((r) => r.bytesSent) + 15, summary);
+  },
+});
+
+// --- junk command lines ------------------------------------------------------
+
+Deno.test({
+  name:
+    "junk command lines: udp.ts exits 0, 1 or 2 with an error line, never a stack trace or a hang",
+  ...SANITIZE,
+  async fn() {
+    const denoFlags = ["--allow-net=127.0.0.1", "--unstable-net"];
+    const flags = [
+      "serve",
+      "send",
+      "--hostname",
+      "--port",
+      "--timeout",
+      "--quiet",
+      "--help",
+      "-h",
+    ];
+    const round = await junkRound("udp.ts", flags, 200, denoFlags);
+    figure(round.summary);
+    assert.deepEqual(round.problems, [], round.summary);
+    await using server = await startScript("udp.ts", ["--port", "0"], {
+      denoFlags,
+    });
+    const r = await runScript("udp.ts", [
+      "send",
+      "--port",
+      String(server.port),
+      "--timeout",
+      "5000",
+      "still here",
+    ], { denoFlags });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.out, "still here");
+  },
+});
+
+// --- permissions -------------------------------------------------------------
+
+Deno.test({
+  name:
+    "under --allow-net=127.0.0.1, udp.ts serving or sending outside the grant is one error: line naming the permission, exit 1",
+  ...SANITIZE,
+  async fn() {
+    const denoFlags = ["--allow-net=127.0.0.1", "--unstable-net"];
+    const cases: [string[], RegExp][] = [
+      [["--hostname", "0.0.0.0", "--port", "0"], /0\.0\.0\.0/],
+      [["serve", "--hostname", "::", "--port", "0"], /\[::\]/],
+      [["--hostname", "::1", "--port", "0"], /\[::1\]/],
+      [["send", "--hostname", "::1", "--port", "7", "hi"], /\[::1\]/],
+      [["send", "--hostname", "10.0.0.1", "--port", "7", "hi"], /10\.0\.0\.1/],
+      [["send", "--hostname", "localhost", "--port", "7", "hi"], /localhost/],
+    ];
+    for (const [args, names] of cases) {
+      const what = `udp.ts ${args.join(" ")}`;
+      const r = await runScript("udp.ts", args, {
+        denoFlags,
+        timeoutMs: 10_000,
+      });
+      assert.equal(r.code, 1, `${what}: exit code; stderr:\n${r.stderr}`);
+      assert.ok(!hasStackTrace(r.stderr), `${what}: stack trace:\n${r.stderr}`);
+      const lines = r.stderr.trimEnd().split("\n");
+      assert.equal(lines.length, 1, `${what}: one line:\n${r.stderr}`);
+      assert.match(lines[0], /^error: .*(permission|allow).*--allow-net=/i);
+      assert.match(lines[0], names, what);
+      assert.equal(r.out, "", `${what}: nothing on stdout`);
+    }
+    // Inside the grant both work: the narrow permission is enough.
+    await using server = await startScript("udp.ts", ["--port", "0"], {
+      denoFlags,
+    });
+    const r = await runScript("udp.ts", [
+      "send",
+      "--port",
+      String(server.port),
+      "--timeout",
+      "5000",
+      "inside the grant",
+    ], { denoFlags });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.out, "inside the grant");
+  },
+});
