@@ -55,7 +55,8 @@ export const USAGE =
 A TCP client like nc. With MESSAGE, sends the words joined by single spaces
 (no newline added), half-closes, and prints everything the server sends back
 until it closes. Without MESSAGE, copies stdin to the server and the server
-to stdout, byte for byte.
+to stdout, byte for byte, like nc -N: at the end of stdin it half-closes, and
+it exits once both directions are done (or the server has gone).
 
 options:
   --hostname H   server address or name (default ${DEFAULTS.hostname})
@@ -127,6 +128,11 @@ export function parseClientArgs(args: string[]): ClientOptions | "help" {
       default:
         throw new UsageError(`unknown flag ${JSON.stringify(flag)}`);
     }
+  }
+  if (options.port === 0) {
+    throw new UsageError(
+      "--port 0 lets a server pick a free port; a client must name the server's port (1..65535)",
+    );
   }
   if (options.path !== DEFAULTS.path && !options.http) {
     throw new UsageError("--path goes with --http");
@@ -390,11 +396,15 @@ export async function main(args: string[]): Promise<number> {
       await copyToEnd(conn, stdout);
     } else {
       // Netcat mode: two copies at once, stdin -> socket and socket ->
-      // stdout. At the end of stdin we half-close and keep reading; when the
-      // server closes, we are done (even if stdin is still open).
-      const upload = copyStdinThenHalfClose(conn);
+      // stdout. At the end of stdin we half-close and keep reading.
+      const upload = copyStdinThenHalfClose(conn).then(() => null, (e) => e);
       await copyToEnd(conn, stdout);
-      upload.catch(() => {}); // the server closed first: nothing left to send
+      // The server has finished sending (its FIN arrived). It may still be
+      // reading, as an echo server does after OUR half-close, so like
+      // `nc -N` we keep sending stdin until it ends. If the server has
+      // closed completely, the next write fails: it is gone, and so are we.
+      const err = await upload;
+      if (err !== null && !isPeerGone(err)) throw err;
     }
   } catch (err) {
     if (err instanceof StdoutClosed) return 0; // `client.ts | head`: fine
@@ -417,6 +427,12 @@ async function copyStdinThenHalfClose(conn: Deno.TcpConn): Promise<void> {
     await writeAll(conn, buf.subarray(0, n));
   }
   await conn.closeWrite();
+}
+
+/** Whether a write failed because the server has closed or reset. */
+function isPeerGone(err: unknown): boolean {
+  return err instanceof Deno.errors.BrokenPipe ||
+    err instanceof Deno.errors.ConnectionReset;
 }
 
 /** Thrown when whoever reads our stdout has gone away (`| head`). */

@@ -280,6 +280,8 @@ export interface ServeUdpOptions {
   log?: (line: string) => void;
   /** No line per datagram (the summary is the caller's to print). */
   quiet?: boolean;
+  /** Where warnings go, such as a reply that failed (default stderr). */
+  warn?: (line: string) => void;
 }
 
 /** What a UDP server did, for the summary line. */
@@ -298,7 +300,12 @@ export async function serveUdp(
   socket: Deno.DatagramConn,
   options: ServeUdpOptions = {},
 ): Promise<UdpServeStats> {
-  const { signal, log = console.log, quiet = false } = options;
+  const {
+    signal,
+    log = console.log,
+    warn = console.error,
+    quiet = false,
+  } = options;
   const stats: UdpServeStats = { datagrams: 0, bytesIn: 0, bytesOut: 0 };
   const local = formatAddr(socket.addr);
   // One buffer for every datagram: receive() fills it and returns a view of
@@ -357,8 +364,15 @@ export async function serveUdp(
         if (closed) break;
         // One sender we cannot answer (no permission, unreachable) must not
         // stop the server for everyone else.
-        const reason = err instanceof Error ? err.message : String(err);
-        console.error(`udp reply to ${formatAddr(from)} failed: ${reason}`);
+        const to = formatAddr(from);
+        const reason = err instanceof Deno.errors.NotCapable
+          ? `Deno has no permission to send to udp ${to} (a reply goes to ` +
+            `the sender's address, not to the name you bound); run with ` +
+            `--allow-net=${allowNetHost((from as Deno.NetAddr).hostname)}`
+          : err instanceof Error
+          ? err.message
+          : String(err);
+        warn(`warning: udp reply to ${to} failed: ${reason}`);
       }
     }
   } finally {
@@ -538,8 +552,13 @@ export async function main(args: string[]): Promise<number> {
         options.timeoutMs,
       );
       // The reply is data: raw bytes to stdout, like nc.
-      for (let written = 0; written < reply.length;) {
-        written += await Deno.stdout.write(reply.subarray(written));
+      try {
+        for (let written = 0; written < reply.length;) {
+          written += await Deno.stdout.write(reply.subarray(written));
+        }
+      } catch (err) {
+        // Whoever reads our stdout went away (`| head`): not an error.
+        if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
       }
       return 0;
     }

@@ -7,9 +7,12 @@ import { listenTcp, serveTcp } from "../server.ts";
 import {
   hasStackTrace,
   randomBytes,
+  readAll,
+  readExactly,
   runScript,
   sha256,
   startScript,
+  writeAll,
 } from "./helpers.ts";
 
 /** A port where nothing listens: bind a free one, then let it go. */
@@ -35,6 +38,7 @@ for (
     [["--port", "abc"], /--port must be a whole number from 0 to 65535/],
     [["--http", "hello"], /--http sends its own request/],
     [["--path", "/x"], /--path goes with --http/],
+    [["--port", "0", "hi"], /a client must name the server's port/],
   ] as const
 ) {
   Deno.test(`client ${args.join(" ")} is a usage error: exit 2 and a one-line reason`, async () => {
@@ -163,5 +167,75 @@ Deno.test({
     assert.notEqual(local.port, remote.port);
     stop.abort();
     await serving;
+  },
+});
+
+Deno.test({
+  name:
+    "netcat mode keeps sending stdin after the server half-closes first, like nc -N",
+  sanitizeResources: true,
+  sanitizeOps: true,
+  fn: async () => {
+    // A server that says its piece, half-closes, and then counts what it
+    // still receives: nothing of stdin may be lost because it spoke first.
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const payload = randomBytes(5 * 1024 * 1024);
+    const served = (async () => {
+      using conn = await listener.accept();
+      await writeAll(conn, new TextEncoder().encode("banner\n"));
+      await conn.closeWrite();
+      return await readAll(conn);
+    })();
+    const r = await runScript("client.ts", [
+      "--port",
+      String(listener.addr.port),
+    ], {
+      stdin: payload,
+    });
+    const received = await served;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.out, "banner\n");
+    assert.equal(received.length, payload.length);
+    assert.equal(await sha256(received), await sha256(payload));
+  },
+});
+
+Deno.test({
+  name:
+    "netcat mode against a server that resets mid-upload: no stack trace, at most one error line",
+  sanitizeResources: true,
+  sanitizeOps: true,
+  fn: async () => {
+    // The reset races with our upload and download, so try it a few times,
+    // with and without a last word from the server before it goes.
+    for (let round = 0; round < 12; round++) {
+      using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const served = (async () => {
+        const conn = await listener.accept();
+        await readExactly(conn, 1000);
+        if (round % 2 === 0) {
+          await writeAll(conn, new TextEncoder().encode("bye\n"));
+        }
+        // Close with megabytes unread in our receive buffer: the kernel sends RST.
+        conn.close();
+      })();
+      const r = await runScript("client.ts", [
+        "--port",
+        String(listener.addr.port),
+      ], {
+        stdin: randomBytes(8 * 1024 * 1024),
+      });
+      await served;
+      assert.ok(r.code === 0 || r.code === 1, `round ${round}: exit ${r.code}`);
+      assert.ok(!hasStackTrace(r.stderr), `round ${round}: ${r.stderr}`);
+      const lines = r.stderr.split("\n").filter((l) => l !== "");
+      assert.ok(lines.length <= 1, r.stderr);
+      if (r.code === 1) {
+        assert.match(
+          lines[0],
+          /^error: tcp 127\.0\.0\.1:\d+ reset the connection/,
+        );
+      }
+    }
   },
 });

@@ -595,3 +595,41 @@ Deno.test("1,000 datagrams in sequence on loopback: none lost", async () => {
     "udp server stopped: 1000 datagrams, 64000 bytes in, 64000 bytes out",
   ]);
 });
+
+Deno.test("udp.ts bound by name (localhost) under --allow-net=localhost says which grant its replies need, and keeps serving", async () => {
+  await using server = await startScript("udp.ts", [
+    "--hostname",
+    "localhost",
+    "--port",
+    "0",
+  ], {
+    denoFlags: ["--allow-net=localhost", "--unstable-net"],
+  });
+  const socket = clientSocket();
+  try {
+    for (let i = 0; i < 2; i++) {
+      await socket.send(
+        new TextEncoder().encode("hi"),
+        udpAddr("127.0.0.1", server.port),
+      );
+      const line = await withTimeout(
+        server.stderr.waitFor(/^warning: udp reply to /, i),
+        REPLY_WAIT_MS,
+        () => `no warning line; stderr: ${server.stderr.text()}`,
+      );
+      assert.match(
+        line,
+        /^warning: udp reply to 127\.0\.0\.1:\d+ failed: Deno has no permission to send to udp 127\.0\.0\.1:\d+ .*run with --allow-net=127\.0\.0\.1$/,
+      );
+    }
+  } finally {
+    socket.close();
+  }
+  const status = await server.stop("SIGTERM");
+  assert.equal(status.code, 0);
+  assert.match(
+    server.stdout.text(),
+    /udp server stopped: 2 datagrams, 4 bytes in, 0 bytes out/,
+  );
+  assert.ok(!hasStackTrace(server.stderr.text()));
+});
