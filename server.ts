@@ -78,7 +78,8 @@ options:
   --idle-timeout S      close a connection that moves no bytes for S seconds;
                         0 never closes (default ${DEFAULTS.idleTimeout})
   --grace S             on Ctrl-C/SIGTERM, seconds open connections get to
-                        finish before they are closed (default ${DEFAULTS.grace})
+                        finish before they are closed (default ${DEFAULTS.grace});
+                        a second Ctrl-C closes them at once
   --http                answer HTTP requests with a page that shows the
                         socket pair, instead of echoing
   --quiet               no log line per connection
@@ -267,6 +268,8 @@ export interface ServerSummary extends ByteCounts {
 export interface ServeOptions extends Partial<ServerOptions> {
   /** Abort to stop: stop accepting, give open connections `grace` seconds. */
   signal?: AbortSignal;
+  /** Abort to end the grace period early: close open connections now. */
+  force?: AbortSignal;
   /** Where event lines go (stdout by default). */
   log?: (line: string) => void;
   /** Where warnings go, such as accept errors (stderr by default). */
@@ -360,11 +363,19 @@ export async function serveTcp(
     // then close what is left.
     if (open.size > 0) {
       log(`tcp stopping: ${open.size} open, up to ${opts.grace} s to finish`);
-      const timer = setTimeout(() => {
-        for (const c of open.values()) closeConnection(c, "shutdown");
-      }, opts.grace * 1000);
+      const closeAll = (reason: string) => {
+        for (const c of open.values()) closeConnection(c, reason);
+      };
+      const timer = setTimeout(
+        () => closeAll(`shutdown, grace of ${opts.grace} s over`),
+        opts.grace * 1000,
+      );
+      const forced = () => closeAll("shutdown, forced by a second signal");
+      options.force?.addEventListener("abort", forced, { once: true });
+      if (options.force?.aborted) forced();
       await Promise.all(handlers);
       clearTimeout(timer);
+      options.force?.removeEventListener("abort", forced);
     }
   } finally {
     signal.removeEventListener("abort", closeListener);
@@ -848,13 +859,19 @@ export async function main(args: string[]): Promise<number> {
   }
   // Ctrl-C (SIGINT) and `kill` (SIGTERM) stop the server cleanly. Listen
   // for them before saying we listen: whoever reads that line may stop us.
+  // A second signal (the impatient second Ctrl-C) skips the grace period.
   const stop = new AbortController();
-  const onSignal = () => stop.abort();
+  const force = new AbortController();
+  const onSignal = () => stop.signal.aborted ? force.abort() : stop.abort();
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   console.log(`tcp listening on ${formatAddr(listener.addr)}`);
   try {
-    const s = await serveTcp(listener, { ...options, signal: stop.signal });
+    const s = await serveTcp(listener, {
+      ...options,
+      signal: stop.signal,
+      force: force.signal,
+    });
     console.log(
       `tcp server stopped: ${s.connections} connections, ${s.refused} refused, ${s.bytesIn} bytes in, ${s.bytesOut} bytes out`,
     );

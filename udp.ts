@@ -133,9 +133,9 @@ export function parseUdpArgs(args: string[]): UdpOptions {
       case "--port": {
         const value = takeValue();
         const port = Number(value);
-        if (!/^\d+$/.test(value) || port > 65535) {
+        if (!/^\d{1,10}$/.test(value) || port > 65535) {
           throw new UsageError(
-            `--port must be a number from 0 to 65535, got ${
+            `--port must be a whole number from 0 to 65535, not ${
               JSON.stringify(value)
             }`,
           );
@@ -148,7 +148,7 @@ export function parseUdpArgs(args: string[]): UdpOptions {
         const ms = Number(value);
         if (!/^\d+$/.test(value) || ms < 1 || ms > 2_147_483_647) {
           throw new UsageError(
-            `--timeout must be a whole number of milliseconds, 1 or more, got ${
+            `--timeout must be a whole number of milliseconds, 1 or more, not ${
               JSON.stringify(value)
             }`,
           );
@@ -161,7 +161,7 @@ export function parseUdpArgs(args: string[]): UdpOptions {
         options.quiet = true;
         break;
       default:
-        throw new UsageError(`unknown flag ${flag}`);
+        throw new UsageError(`unknown flag ${JSON.stringify(flag)}`);
     }
   }
 

@@ -669,7 +669,7 @@ Deno.test({
       /^tcp server stopped: 50 connections, 0 refused, /,
     );
     assert.ok(
-      countLines(server, /^tcp close .*: shutdown$/) > 0,
+      countLines(server, /^tcp close .*: shutdown, grace of \d+ s over$/) > 0,
       "no connection was closed by the shutdown",
     );
     // Nothing is left listening.

@@ -266,6 +266,33 @@ Deno.test("SIGTERM mid-transfer: the client gets all its bytes back, the server 
   );
 });
 
+Deno.test("a second SIGTERM during the grace period closes open connections at once", async () => {
+  await using server = await startScript("server.ts", [
+    "--port",
+    "0",
+    "--grace",
+    "600",
+  ]);
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await server.waitForLine(/^tcp open /);
+  server.child.kill("SIGTERM");
+  await server.waitForLine(/^tcp stopping: 1 open, up to 600 s to finish$/);
+  server.child.kill("SIGTERM");
+  const n = await withTimeout(
+    conn.read(new Uint8Array(16)).catch(() => null),
+    20_000,
+    () => "the connection was not closed by the second signal",
+  );
+  assert.equal(n, null);
+  const status = await server.stop("SIGTERM");
+  assert.equal(status.code, 0);
+  assert.match(server.stdout.text(), /: shutdown, forced by a second signal\n/);
+  assert.match(
+    server.stdout.lines.at(-1) ?? "",
+    /^tcp server stopped: 1 connections/,
+  );
+});
+
 Deno.test("a second server on the same address and port fails: exit 1, one error line, no stack trace", async () => {
   await using server = await startScript("server.ts", ["--port", "0"]);
   const r = await runScript("server.ts", ["--port", String(server.port)]);

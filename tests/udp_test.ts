@@ -65,7 +65,7 @@ Deno.test("udp.ts --help prints the usage on stdout and exits 0", async () => {
 
 Deno.test("udp.ts bad flags and a bad subcommand exit 2 with error, blank line, usage on stderr", async () => {
   const cases: [string[], RegExp][] = [
-    [["--bogus"], /unknown flag --bogus/],
+    [["--bogus"], /unknown flag "--bogus"/],
     [["--port", "70000"], /--port/],
     [["--port=-1"], /--port/],
     [["--port", "abc"], /--port/],
