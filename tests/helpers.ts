@@ -362,16 +362,8 @@ export function concat(chunks: Uint8Array[]): Uint8Array<ArrayBuffer> {
   return out;
 }
 
-/** Write all of `data`, however many calls `write()` needs. */
-export async function writeAll(
-  conn: Deno.Conn,
-  data: Uint8Array,
-): Promise<void> {
-  let written = 0;
-  while (written < data.length) {
-    written += await conn.write(data.subarray(written));
-  }
-}
+/** Write all of `data`, however many calls `write()` needs (client.ts's own). */
+export { writeAll } from "../client.ts";
 
 /** Read from `conn` until the peer closes (EOF); returns all bytes. */
 export async function readAll(
