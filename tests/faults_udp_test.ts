@@ -18,6 +18,21 @@ import {
 } from "./helpers.ts";
 import { MAX_UDP_PAYLOAD_IPV4, RECEIVE_BUFFER_SIZE } from "../udp.ts";
 
+/** A fresh `udp.ts send` of `message` to `port` is answered with it. */
+async function assertAnswers(
+  port: number,
+  message: string,
+  denoFlags?: string[],
+): Promise<void> {
+  const r = await runScript(
+    "udp.ts",
+    ["send", "--port", String(port), "--timeout", "5000", message],
+    { denoFlags },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.out, message);
+}
+
 /** In-process sockets in these tests must all be closed by the end. */
 const SANITIZE = { sanitizeResources: true, sanitizeOps: true };
 const HOST = "127.0.0.1";
@@ -260,18 +275,7 @@ Deno.test({
     assert.ok(sum((r) => r.emptyBack) > 0, "no empty reply");
 
     // Still serving: a fresh `udp.ts send` is answered.
-    const r = await runScript("udp.ts", [
-      "send",
-      "--port",
-      String(server.port),
-      "--timeout",
-      "5000",
-      "after",
-      "the",
-      "flood",
-    ]);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.out, "after the flood");
+    await assertAnswers(server.port, "after the flood");
 
     // And it stops cleanly, its totals agreeing: never more out than in.
     const status = await server.stop("SIGTERM");
@@ -316,16 +320,7 @@ Deno.test({
     await using server = await startScript("udp.ts", ["--port", "0"], {
       denoFlags,
     });
-    const r = await runScript("udp.ts", [
-      "send",
-      "--port",
-      String(server.port),
-      "--timeout",
-      "5000",
-      "still here",
-    ], { denoFlags });
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.out, "still here");
+    await assertAnswers(server.port, "still here", denoFlags);
   },
 });
 
@@ -363,15 +358,6 @@ Deno.test({
     await using server = await startScript("udp.ts", ["--port", "0"], {
       denoFlags,
     });
-    const r = await runScript("udp.ts", [
-      "send",
-      "--port",
-      String(server.port),
-      "--timeout",
-      "5000",
-      "inside the grant",
-    ], { denoFlags });
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.out, "inside the grant");
+    await assertAnswers(server.port, "inside the grant", denoFlags);
   },
 });
