@@ -39,6 +39,22 @@ async function echoThrough(
   return echoed;
 }
 
+/**
+ * The server closes `conn`: our next read sees the end (or a reset) within
+ * 20 s, and no data.
+ */
+async function assertServerCloses(
+  conn: Deno.Conn,
+  failure: string,
+): Promise<void> {
+  const n = await withTimeout(
+    conn.read(new Uint8Array(16)).catch(() => null),
+    20_000,
+    () => failure,
+  );
+  assert.equal(n, null, failure);
+}
+
 Deno.test("server --help prints usage and exits 0", async () => {
   const r = await runScript("server.ts", ["--help"]);
   assert.equal(r.code, 0);
@@ -199,12 +215,7 @@ Deno.test("--max-connections 2: the third concurrent client is closed at once, t
     port: server.port,
   });
   // The server accepts and closes it: our read sees the end (or a reset).
-  const ended = await withTimeout(
-    third.read(new Uint8Array(16)).catch(() => null),
-    10_000,
-    () => "the third client was not closed",
-  );
-  assert.equal(ended, null);
+  await assertServerCloses(third, "the third client was not closed");
   await server.waitForLine(/^tcp refused .*--max-connections 2$/);
   for (const conn of [first, second]) {
     await writeAll(conn, new TextEncoder().encode("still here"));
@@ -223,12 +234,7 @@ Deno.test("--idle-timeout closes a connection that sends nothing", async () => {
     "1",
   ]);
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  const n = await withTimeout(
-    conn.read(new Uint8Array(16)).catch(() => null),
-    20_000,
-    () => "the idle connection was not closed",
-  );
-  assert.equal(n, null);
+  await assertServerCloses(conn, "the idle connection was not closed");
   await server.waitForLine(
     /^tcp close .* in 0 bytes, out 0 bytes: idle for 1 s$/,
   );
@@ -278,12 +284,10 @@ Deno.test("a second SIGTERM during the grace period closes open connections at o
   server.child.kill("SIGTERM");
   await server.waitForLine(/^tcp stopping: 1 open, up to 600 s to finish$/);
   server.child.kill("SIGTERM");
-  const n = await withTimeout(
-    conn.read(new Uint8Array(16)).catch(() => null),
-    20_000,
-    () => "the connection was not closed by the second signal",
+  await assertServerCloses(
+    conn,
+    "the connection was not closed by the second signal",
   );
-  assert.equal(n, null);
   const status = await server.stop("SIGTERM");
   assert.equal(status.code, 0);
   assert.match(server.stdout.text(), /: shutdown, forced by a second signal\n/);
