@@ -4,16 +4,9 @@
 import assert from "node:assert/strict";
 import { exchange, parseClientArgs } from "../client.ts";
 import { listenTcp, serveTcp } from "../server.ts";
-import {
-  hasStackTrace,
-  randomBytes,
-  readAll,
-  readExactly,
-  runScript,
-  sha256,
-  startScript,
-  writeAll,
-} from "./helpers.ts";
+import { randomBytes, sha256 } from "./lib/bytes.ts";
+import { readAll, readExactly, writeAll } from "./lib/net.ts";
+import { hasStackTrace, runScript, startScript } from "./lib/spawn.ts";
 
 /** A port where nothing listens: bind a free one, then let it go. */
 function freePort(): number {

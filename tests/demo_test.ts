@@ -3,7 +3,7 @@
  * and show one port number serving both protocols.
  */
 import assert from "node:assert/strict";
-import { CHILD_ENV, hasStackTrace, ROOT } from "./helpers.ts";
+import { CHILD_ENV, hasStackTrace, ROOT } from "./lib/spawn.ts";
 import { runDemo } from "../demo.ts";
 
 Deno.test("deno task demo exits 0 and its output names one port for both TCP and UDP", async () => {

@@ -4,16 +4,15 @@
  * send exactly the bytes we choose, and with `client.ts --http`.
  */
 import assert from "node:assert/strict";
+import { randomBytes } from "./lib/bytes.ts";
+import { readAll, writeAll } from "./lib/net.ts";
 import {
   hasStackTrace,
-  randomBytes,
-  readAll,
   type RunningScript,
   runScript,
   startScript,
   withTimeout,
-  writeAll,
-} from "./helpers.ts";
+} from "./lib/spawn.ts";
 
 const sanitize = { sanitizeResources: true, sanitizeOps: true };
 

@@ -4,19 +4,14 @@
  */
 import assert from "node:assert/strict";
 import { listenTcp, serveTcp } from "../server.ts";
+import { concat, randomBytes, sha256 } from "./lib/bytes.ts";
+import { hasIpv6Loopback, readAll, readExactly, writeAll } from "./lib/net.ts";
 import {
-  concat,
-  hasIpv6Loopback,
   hasStackTrace,
-  randomBytes,
-  readAll,
-  readExactly,
   runScript,
-  sha256,
   startScript,
   withTimeout,
-  writeAll,
-} from "./helpers.ts";
+} from "./lib/spawn.ts";
 
 /** Send `payload` in uneven chunks while reading the echo; return the echo. */
 async function echoThrough(

@@ -3,13 +3,13 @@
  * port number, each answers its own protocol, and each log names that port.
  */
 import assert from "node:assert/strict";
+import { hasIpv6Loopback } from "./lib/net.ts";
 import {
-  hasIpv6Loopback,
   hasStackTrace,
   type RunningScript,
   runScript,
   startScript,
-} from "./helpers.ts";
+} from "./lib/spawn.ts";
 import { exchange } from "../client.ts";
 import { listenSharedPort } from "../demo.ts";
 import { sendDatagram, serveUdp } from "../udp.ts";

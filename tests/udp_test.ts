@@ -4,18 +4,14 @@
  * and, where that is clearer, in-process through its exported functions.
  */
 import assert from "node:assert/strict";
+import { concat, randomBytes, sha256 } from "./lib/bytes.ts";
+import { hasIpv6Loopback, readAll, writeAll } from "./lib/net.ts";
 import {
-  concat,
-  hasIpv6Loopback,
   hasStackTrace,
-  randomBytes,
-  readAll,
   runScript,
-  sha256,
   startScript,
   withTimeout,
-  writeAll,
-} from "./helpers.ts";
+} from "./lib/spawn.ts";
 import {
   formatAddr,
   listenUdp,

@@ -9,25 +9,23 @@
  * `faults:` lines.
  */
 import assert from "node:assert/strict";
+import { randomBytes, sha256 } from "../lib/bytes.ts";
+import { junkRound, pool } from "../lib/junk.ts";
+import { readAll, readExactly, writeAll } from "../lib/net.ts";
 import {
   cpuTimeMs,
-  hasStackTrace,
-  junkRound,
   openFdCount,
-  pool,
   processName,
-  randomBytes,
-  readAll,
-  readExactly,
   residentBytes,
+} from "../lib/proc.ts";
+import {
+  hasStackTrace,
   type RunningScript,
   runScript,
-  sha256,
   startScript,
   withTimeout,
-  writeAll,
-} from "./helpers.ts";
-import { exchange } from "../client.ts";
+} from "../lib/spawn.ts";
+import { exchange } from "../../client.ts";
 
 /** In-process sockets in these tests must all be closed by the end. */
 const SANITIZE = { sanitizeResources: true, sanitizeOps: true };

@@ -8,15 +8,14 @@
  * the report are printed as `faults:` lines.
  */
 import assert from "node:assert/strict";
+import { junkRound, seededRandom } from "../lib/junk.ts";
 import {
   hasStackTrace,
-  junkRound,
   runScript,
-  seededRandom,
   startScript,
   withTimeout,
-} from "./helpers.ts";
-import { MAX_UDP_PAYLOAD_IPV4, RECEIVE_BUFFER_SIZE } from "../udp.ts";
+} from "../lib/spawn.ts";
+import { MAX_UDP_PAYLOAD_IPV4, RECEIVE_BUFFER_SIZE } from "../../udp.ts";
 
 /** A fresh `udp.ts send` of `message` to `port` is answered with it. */
 async function assertAnswers(

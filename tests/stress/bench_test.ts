@@ -4,7 +4,7 @@
  * speed: speed is the benchmark's business, never the tests'.
  */
 import assert from "node:assert/strict";
-import { CHILD_ENV, projectPath, ROOT, withTimeout } from "./helpers.ts";
+import { CHILD_ENV, projectPath, ROOT, withTimeout } from "../lib/spawn.ts";
 
 /** The rows of the quick table: load, then the figures it reports. */
 const ROWS: [string, string[]][] = [

@@ -1,0 +1,366 @@
+/**
+ * Spawning the playground's scripts the way a user types them
+ * (`deno run --allow-net ... server.ts --port 0`): find the port from the
+ * `tcp listening on HOST:PORT` line, keep every byte of stdout and stderr,
+ * and always stop the child.
+ *
+ * Children are spawned with `Deno.execPath()` (under `npx` there is no `deno`
+ * on PATH) and `DENO_NO_UPDATE_CHECK=1`.
+ */
+/** The project folder (where the scripts and deno.json live). */
+export const ROOT = new URL("../../", import.meta.url);
+
+/** Absolute path of a file in the project folder. */
+export function projectPath(name: string): string {
+  return new URL(name, ROOT).pathname;
+}
+
+/** Environment for every child: no update check, no colours in output. */
+export const CHILD_ENV: Record<string, string> = {
+  DENO_NO_UPDATE_CHECK: "1",
+  NO_COLOR: "1",
+};
+
+/** The Deno permission flags the README shows for each script. */
+export function defaultDenoFlags(script: string): string[] {
+  return script === "udp.ts"
+    ? ["--allow-net", "--unstable-net"]
+    : ["--allow-net"];
+}
+
+/** Options for {@link startScript} and {@link runScript}. */
+export interface SpawnOptions {
+  /** Deno flags placed before the script; default {@link defaultDenoFlags}. */
+  denoFlags?: string[];
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+  /** Run the command through `sh -c` with this prefix, e.g. `ulimit -n 64;`. */
+  shellPrefix?: string;
+}
+
+export function commandFor(
+  script: string,
+  args: string[],
+  options: SpawnOptions,
+  io: { stdin: "piped" | "null" },
+): Deno.Command {
+  const denoArgs = [
+    "run",
+    ...(options.denoFlags ?? defaultDenoFlags(script)),
+    projectPath(script),
+    ...args,
+  ];
+  const env = { ...CHILD_ENV, ...options.env };
+  if (options.shellPrefix !== undefined) {
+    const quote = (s: string) => `'${s.replaceAll("'", `'"'"'`)}'`;
+    const line = `${options.shellPrefix} exec ${
+      [Deno.execPath(), ...denoArgs].map(quote).join(" ")
+    }`;
+    return new Deno.Command("sh", {
+      args: ["-c", line],
+      cwd: ROOT,
+      env,
+      stdin: io.stdin,
+      stdout: "piped",
+      stderr: "piped",
+    });
+  }
+  return new Deno.Command(Deno.execPath(), {
+    args: denoArgs,
+    cwd: ROOT,
+    env,
+    stdin: io.stdin,
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
+/** The result of a finished script. */
+export interface RunResult {
+  code: number;
+  stdout: Uint8Array;
+  stderr: string;
+  /** stdout decoded as UTF-8. */
+  out: string;
+}
+
+/**
+ * Run a script to completion (a client, `--help`, a bad flag), optionally
+ * feeding `stdin`. Fails the test if it takes longer than `timeoutMs`.
+ */
+export function runScript(
+  script: string,
+  args: string[],
+  options: SpawnOptions & { stdin?: Uint8Array; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  const command = commandFor(script, args, options, {
+    stdin: options.stdin ? "piped" : "null",
+  });
+  return runCommand(command, `${script} ${args.join(" ")}`, options);
+}
+
+/**
+ * Run `deno task NAME ARGS...` from the project folder, as the README tells
+ * a user to, to completion; the same result and time limit as
+ * {@link runScript}.
+ */
+export function runTask(
+  name: string,
+  args: string[] = [],
+  options: { env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  const command = new Deno.Command(Deno.execPath(), {
+    args: ["task", "--quiet", name, ...args],
+    cwd: ROOT,
+    env: { ...CHILD_ENV, ...options.env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  return runCommand(command, `deno task ${name} ${args.join(" ")}`, options);
+}
+
+async function runCommand(
+  command: Deno.Command,
+  label: string,
+  options: { stdin?: Uint8Array; timeoutMs?: number },
+): Promise<RunResult> {
+  const child = command.spawn();
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }, timeoutMs);
+  try {
+    if (options.stdin) {
+      const writer = child.stdin.getWriter();
+      // The child may exit before reading all of stdin (e.g. a refused
+      // connection); a broken pipe here is not the test's failure.
+      await writer.write(options.stdin).catch(() => {});
+      await writer.close().catch(() => {});
+    }
+    const { code, stdout, stderr } = await child.output();
+    if (timedOut) {
+      throw new Error(
+        `${label} did not finish within ${timeoutMs} ms`,
+      );
+    }
+    return {
+      code,
+      stdout,
+      stderr: new TextDecoder().decode(stderr),
+      out: new TextDecoder().decode(stdout),
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Collects a child's output stream: all bytes, and complete lines. */
+export class OutputCollector {
+  readonly lines: string[] = [];
+  #chunks: Uint8Array[] = [];
+  #partial = "";
+  #decoder = new TextDecoder();
+  #waiters: { re: RegExp; from: number; resolve: (l: string) => void }[] = [];
+  readonly done: Promise<void>;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = this.#pump(stream);
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+    for await (const chunk of stream) {
+      this.#chunks.push(chunk);
+      this.#partial += this.#decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = this.#partial.indexOf("\n")) >= 0) {
+        this.#addLine(this.#partial.slice(0, nl));
+        this.#partial = this.#partial.slice(nl + 1);
+      }
+    }
+    if (this.#partial) this.#addLine(this.#partial);
+    this.#partial = "";
+  }
+
+  #addLine(line: string): void {
+    this.lines.push(line);
+    const index = this.lines.length - 1;
+    this.#waiters = this.#waiters.filter((w) => {
+      if (index >= w.from && w.re.test(line)) {
+        w.resolve(line);
+        return false;
+      }
+      return true;
+    });
+  }
+
+  /** Resolves with the first line (at index >= `from`) matching `re`. */
+  waitFor(re: RegExp, from = 0): Promise<string> {
+    const found = this.lines.slice(from).find((l) => re.test(l));
+    if (found !== undefined) return Promise.resolve(found);
+    return new Promise((resolve) => this.#waiters.push({ re, from, resolve }));
+  }
+
+  text(): string {
+    return this.lines.join("\n") + (this.#partial ? "\n" + this.#partial : "");
+  }
+}
+
+/** A listening script started by {@link startScript}. */
+export class RunningScript implements AsyncDisposable {
+  /** The host from the listening line, without brackets (`::1`). */
+  readonly host: string;
+  /** The port from the listening line. */
+  readonly port: number;
+  readonly child: Deno.ChildProcess;
+  readonly stdout: OutputCollector;
+  readonly stderr: OutputCollector;
+  #status: Promise<Deno.CommandStatus>;
+
+  constructor(
+    child: Deno.ChildProcess,
+    stdout: OutputCollector,
+    stderr: OutputCollector,
+    host: string,
+    port: number,
+  ) {
+    this.child = child;
+    this.stdout = stdout;
+    this.stderr = stderr;
+    this.host = host;
+    this.port = port;
+    this.#status = child.status;
+  }
+
+  /** The process id of the running `deno` (for /proc readings). */
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  /**
+   * Wait until stdout has a line matching `re` (a log line about a
+   * connection, say). Fails after `timeoutMs` so a missing line is a failed
+   * test, not a hung one.
+   */
+  async waitForLine(re: RegExp, timeoutMs = 10_000, from = 0): Promise<string> {
+    return await withTimeout(
+      this.stdout.waitFor(re, from),
+      timeoutMs,
+      () =>
+        `no stdout line matching ${re} within ${timeoutMs} ms; stdout so far:\n${this.stdout.text()}\nstderr:\n${this.stderr.text()}`,
+    );
+  }
+
+  /** Resolves with the exit status when the child ends by itself. */
+  get status(): Promise<Deno.CommandStatus> {
+    return this.#status;
+  }
+
+  /**
+   * Send `signal` and wait for the exit (SIGKILL after `timeoutMs`). Returns
+   * the exit status with all output read.
+   */
+  async stop(
+    signal: Deno.Signal = "SIGTERM",
+    timeoutMs = 15_000,
+  ): Promise<Deno.CommandStatus> {
+    try {
+      this.child.kill(signal);
+    } catch { /* already exited */ }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const killer = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        try {
+          this.child.kill("SIGKILL");
+        } catch { /* gone */ }
+        resolve();
+      }, timeoutMs);
+    });
+    const status = await Promise.race([this.#status, killer.then(() => null)]);
+    clearTimeout(timer);
+    const final = status ?? await this.#status;
+    await Promise.all([this.stdout.done, this.stderr.done]);
+    return final;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop("SIGKILL");
+  }
+}
+
+/** Reject with `message()` if `promise` has not settled after `ms`. */
+export async function withTimeout<T>(
+  promise: Promise<T>,
+  ms: number,
+  message: () => string,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message())), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The listening line every listening script prints first on stdout. */
+export const LISTENING_LINE =
+  /^(tcp|udp) listening on (\[[0-9a-fA-F:.]+\]|[^\s:]+):(\d+)$/;
+
+/**
+ * Start a listening script (`server.ts` or `udp.ts`) and wait for its first
+ * stdout line, `tcp listening on HOST:PORT`. Use with `await using` so the
+ * child is always killed:
+ *
+ * ```ts
+ * await using server = await startScript("server.ts", ["--port", "0"]);
+ * ```
+ */
+export async function startScript(
+  script: string,
+  args: string[],
+  options: SpawnOptions = {},
+): Promise<RunningScript> {
+  const child = commandFor(script, args, options, { stdin: "null" }).spawn();
+  const stdout = new OutputCollector(child.stdout);
+  const stderr = new OutputCollector(child.stderr);
+  try {
+    const first = await withTimeout(
+      Promise.race([
+        stdout.waitFor(/./),
+        child.status.then(() => stdout.done).then(() => stdout.lines[0] ?? ""),
+      ]),
+      20_000,
+      () => `${script} printed no listening line within 20 s`,
+    );
+    const match = LISTENING_LINE.exec(first);
+    if (!match || stdout.lines[0] !== first) {
+      await stderr.done.catch(() => {});
+      throw new Error(
+        `${script} ${args.join(" ")}: expected a listening line first, got ${
+          JSON.stringify(first)
+        }; stderr: ${stderr.text()}`,
+      );
+    }
+    const host = match[2].replace(/^\[|\]$/g, "");
+    return new RunningScript(child, stdout, stderr, host, Number(match[3]));
+  } catch (err) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await child.status;
+    await Promise.all([stdout.done, stderr.done]);
+    throw err;
+  }
+}
+
+/** Whether the script printed a JavaScript stack trace (it never should). */
+export function hasStackTrace(text: string): boolean {
+  return /^\s+at .+[:(]/m.test(text) || /Uncaught/.test(text);
+}
