@@ -1,300 +1,152 @@
 /**
  * client.ts: a TCP client in the spirit of `nc` (netcat).
  *
- * What it shows:
- * - `Deno.connect` is the client's whole handshake: the OS sends SYN, the
- *   server's OS answers SYN-ACK, ours ACKs, and we hold one end of a new
- *   socket pair. Our end gets a free "ephemeral" port picked by the OS.
- * - TCP is a byte stream both ways at once. We send, then half-close
- *   (`closeWrite`, a FIN): "I am done sending, but still listening". The
- *   server sees the end of our data and can still answer.
- * - Data goes to stdout, diagnostics to stderr, as `nc` does, so
- *   `client.ts ... > reply.bin` captures only the bytes.
+ * What it shows, in the order the code below does it:
+ * - connect: `Deno.connect` is the whole handshake (SYN, SYN-ACK, ACK); our
+ *   end gets a free "ephemeral" port from the OS: one socket pair.
+ * - send: a write may take only part of the bytes, so we loop.
+ * - half-close: `closeWrite` sends a FIN, "I am done sending, still
+ *   listening"; the server sees the end of our data and can still answer.
+ * - read to the end: a read returns whatever has arrived (TCP is a stream,
+ *   not messages) and `null` once the server has sent its own FIN.
+ * - `--http`: a web client is the same, plus a request and knowing where
+ *   the response ends.
+ * Data goes to stdout, diagnostics to stderr, as with `nc`.
  *
- * Run it against server.ts (see its header), loopback only:
+ * Run it, with `deno run --allow-net=127.0.0.1 server.ts --port 8080` in a
+ * first terminal, in a second one:
  *
- *   deno run --allow-net=127.0.0.1 client.ts --port 8080 hello world
- *   head -c 1000000 /dev/urandom | deno run --allow-net=127.0.0.1 client.ts --port 8080 | wc -c
- *   deno run --allow-net=127.0.0.1 client.ts --port 8080 --http
+ *   deno run --allow-net=127.0.0.1 client.ts --port 8080 hello
  *
- * With no MESSAGE it is netcat: type lines, see them echoed; Ctrl-D ends
- * your side. Try it against any TCP service: `--http` speaks just enough
- * HTTP to fetch a page, the way a browser starts.
+ * What to try next:
+ * - netcat mode: leave out `hello`, type lines, Ctrl-D ends your side.
+ * - see the writes: `--chunk 1 --delay 100 --trace hello` sends five 1-byte
+ *   writes; start the server with `--trace` to see how it reads them.
+ * - binary: `head -c 1000000 /dev/urandom | deno run
+ *   --allow-net=127.0.0.1 client.ts --port 8080 | wc -c` prints 1000000.
+ * - a web page: `--http --trace --hex` against `http.ts --port 8000`.
+ * - failures: a port where nothing listens (refused), `--timeout 500`
+ *   against a server that never answers; `deno task lab` shows the rest.
  *
- * This file stands alone (no imports): copy it anywhere and run it.
+ * This file stands alone (one built-in import): copy it anywhere and run it.
  */
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 
-/** Everything the client can be told on the command line. */
-export interface ClientOptions {
-  /** Server address: IPv4, IPv6 (`::1`) or a name (`localhost`). */
-  hostname: string;
-  port: number;
-  /** Milliseconds to wait for the connection to be established. */
-  timeout: number;
-  /** Send an HTTP GET request instead of MESSAGE or stdin. */
-  http: boolean;
-  /** The path to request with `--http`. */
-  path: string;
-  /** The words to send, joined by single spaces; `undefined` reads stdin. */
-  message?: string;
-}
+// 1. CONNECT. A TCP connection starts with a handshake of three packets,
+// all done by the two kernels: SYN, SYN-ACK, ACK.
 
-/** The defaults, as `--help` shows them. */
-export const DEFAULTS: ClientOptions = {
-  hostname: "127.0.0.1",
-  port: 8080,
-  timeout: 5000,
-  http: false,
-  path: "/",
-};
-
-/** The usage text printed by `--help` and after a bad flag. */
-export const USAGE =
-  `usage: deno run --allow-net=127.0.0.1 client.ts [options] [MESSAGE...]
-
-A TCP client like nc. With MESSAGE, sends the words joined by single spaces
-(no newline added), half-closes, and prints everything the server sends back
-until it closes. Without MESSAGE, copies stdin to the server and the server
-to stdout, byte for byte, like nc -N: at the end of stdin it half-closes, and
-it exits once both directions are done (or the server has gone).
-
-options:
-  --hostname H   server address or name (default ${DEFAULTS.hostname})
-  --port N       server port, 0..65535 (default ${DEFAULTS.port})
-  --timeout MS   give up connecting after MS milliseconds (default ${DEFAULTS.timeout})
-  --http         send "GET PATH HTTP/1.1" as a browser would and print the
-                 raw response, status line and headers included
-  --path P       the path for --http (default ${DEFAULTS.path})
-  --help         show this help
-
-Received bytes go to stdout; "sent N bytes" and errors go to stderr.`;
-
-/** A bad command line: the caller prints the reason and the usage, exit 2. */
-export class UsageError extends Error {}
+/** How long a connect may take when `--timeout` is not given. */
+export const CONNECT_TIMEOUT_MS = 5000; // Linux resends an unanswered SYN
+// for about 2 minutes before it gives up; a person wants to know sooner.
 
 /**
- * Parse the command line. Throws {@link UsageError} for an unknown flag or a
- * bad value; returns `"help"` for `--help`. Words that are not flags form
- * the MESSAGE; after `--` everything is MESSAGE.
- */
-export function parseClientArgs(args: string[]): ClientOptions | "help" {
-  const options: ClientOptions = { ...DEFAULTS };
-  const words: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (arg === "--") {
-      words.push(...args.slice(i + 1));
-      break;
-    }
-    if (!arg.startsWith("-") || arg === "-") {
-      words.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf("=");
-    const flag = arg.startsWith("--") && eq > 0 ? arg.slice(0, eq) : arg;
-    const inline = flag === arg ? undefined : arg.slice(eq + 1);
-    const value = (): string => {
-      const v = inline ?? args[++i];
-      if (v === undefined) throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
-    switch (flag) {
-      case "--help":
-      case "-h":
-        return "help";
-      case "--hostname":
-        options.hostname = parseHostname(value());
-        break;
-      case "--port":
-        options.port = parseInteger(flag, value(), 0, 65535);
-        break;
-      case "--timeout":
-        options.timeout = parseInteger(flag, value(), 1, 3_600_000);
-        break;
-      case "--http":
-        if (inline !== undefined) throw new UsageError(`--http takes no value`);
-        options.http = true;
-        break;
-      case "--path":
-        options.path = value();
-        if (!/^\/[\x21-\x7e]*$/.test(options.path)) {
-          throw new UsageError(
-            `--path must start with / and hold no spaces, not ${
-              JSON.stringify(options.path)
-            }`,
-          );
-        }
-        break;
-      default:
-        throw new UsageError(`unknown flag ${JSON.stringify(flag)}`);
-    }
-  }
-  if (options.port === 0) {
-    throw new UsageError(
-      "--port 0 lets a server pick a free port; a client must name the server's port (1..65535)",
-    );
-  }
-  if (options.path !== DEFAULTS.path && !options.http) {
-    throw new UsageError("--path goes with --http");
-  }
-  if (words.length > 0) {
-    if (options.http) {
-      throw new UsageError("--http sends its own request: give no MESSAGE");
-    }
-    options.message = words.join(" ");
-  }
-  return options;
-}
-
-function parseHostname(text: string): string {
-  // "[::1]" and "::1" both mean the IPv6 loopback.
-  const host = text.replace(/^\[(.*)\]$/, "$1");
-  if (!/^[0-9A-Za-z.:_%-]+$/.test(host)) {
-    throw new UsageError(
-      `--hostname: not an address or name: ${JSON.stringify(text)}`,
-    );
-  }
-  return host;
-}
-
-function parseInteger(
-  flag: string,
-  text: string,
-  min: number,
-  max: number,
-): number {
-  const n = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
-  if (!(n >= min && n <= max)) {
-    throw new UsageError(
-      `${flag} must be a whole number from ${min} to ${max}, not ${
-        JSON.stringify(text)
-      }`,
-    );
-  }
-  return n;
-}
-
-/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
-export function formatAddr(addr: { hostname: string; port: number }): string {
-  return addr.hostname.includes(":")
-    ? `[${addr.hostname}]:${addr.port}`
-    : `${addr.hostname}:${addr.port}`;
-}
-
-/**
- * Connect to a TCP server, giving up after `timeoutMs`. Without a timeout a
- * connect to a silent address waits for the OS to give up on its SYNs, which
- * takes minutes. Throws an Error whose message is a plain reason.
+ * Connect to a TCP server, giving up after `timeoutMs`. Throws an Error
+ * whose message says plainly what went wrong: refused, no route, no answer
+ * in time, a name that does not resolve, no permission.
  */
 export async function connectTcp(
   hostname: string,
   port: number,
-  timeoutMs = DEFAULTS.timeout,
+  timeoutMs = CONNECT_TIMEOUT_MS,
 ): Promise<Deno.TcpConn> {
-  const where = `tcp ${formatAddr({ hostname, port })}`;
+  const started = performance.now();
   try {
+    // Our OS sends SYN; the server's OS answers SYN-ACK (the server program
+    // is not even asked: the kernel completes the handshake and queues the
+    // connection until it calls accept); ours sends ACK. Done: connected.
     return await Deno.connect({
       hostname,
       port,
       signal: AbortSignal.timeout(timeoutMs),
     });
   } catch (err) {
-    throw new Error(explainConnectError(err, where, hostname, timeoutMs), {
-      cause: err,
+    const elapsed = Math.round(performance.now() - started);
+    throw new Error(
+      explainConnectError(err, hostname, port, timeoutMs, elapsed),
+      { cause: err },
+    );
+  }
+}
+
+// 2. SEND. A write hands bytes to the kernel; it sends them when it can.
+
+/**
+ * Send all of `data`. `write()` returns how many bytes the kernel took into
+ * its send buffer, which may be fewer than asked: `writeAll` loops. With
+ * `wire.chunk` the bytes go in writes of at most that many bytes, with
+ * `wire.delayMs` between them, so you can watch TCP ignore the boundaries.
+ * `first: false` pauses before the first piece too (a later stdin block).
+ */
+export async function send(
+  socket: Socket,
+  data: Uint8Array,
+  wire: Wire = {},
+  first = true,
+): Promise<void> {
+  const step = wire.chunk ?? Math.max(data.length, 1);
+  for (let at = 0; at < data.length; at += step) {
+    if ((at > 0 || !first) && wire.delayMs) await pause(wire.delayMs);
+    await writeAll(socket, data.subarray(at, at + step), (took) => {
+      wire.trace?.(`wrote ${took.length} bytes`, took); // one real write()
     });
   }
+  wire.onSent?.(data.length);
 }
 
-function explainConnectError(
-  err: unknown,
-  where: string,
-  hostname: string,
-  timeoutMs: number,
-): string {
-  if (err instanceof Deno.errors.ConnectionRefused) {
-    return `connection refused by ${where}: nothing is listening there; start the server first (deno task server) or check --hostname and --port`;
-  }
-  if (err instanceof Deno.errors.NotCapable) {
-    return `Deno has no permission to connect to ${where}; run again with --allow-net=${
-      hostname.includes(":") ? `[${hostname}]` : hostname
-    }`;
-  }
-  if (err instanceof DOMException && err.name === "TimeoutError") {
-    return `no answer from ${where} within ${timeoutMs} ms; is the address right, and is a firewall dropping the connection?`;
-  }
-  if (err instanceof Deno.errors.TimedOut) {
-    return `connecting to ${where} timed out; is the address right?`;
-  }
-  if (err instanceof Deno.errors.ConnectionReset) {
-    return `${where} reset the connection`;
-  }
-  if (
-    err instanceof Deno.errors.AddrNotAvailable ||
-    err instanceof Deno.errors.NetworkUnreachable
-  ) {
-    return `cannot reach ${where} from this machine`;
-  }
-  const message = err instanceof Error ? err.message : String(err);
-  if (/lookup address|Name or service not known|No address/i.test(message)) {
-    return `cannot connect to ${where}: the name ${
-      JSON.stringify(hostname)
-    } does not resolve to an address; check the spelling`;
-  }
-  return `cannot connect to ${where}: ${message}`;
-}
+// 3. READ TO THE END, and 4. HALF-CLOSE. TCP is a stream of bytes each
+// way, not a series of messages; each side ends its own stream with a FIN.
 
-/** Anything with a `write` that may take only part of the bytes: a socket, stdout. */
-export interface Writer {
-  write(p: Uint8Array): Promise<number>;
-}
+/** Bytes asked for per read; a read returns at most this, often less. */
+const READ_SIZE = 64 * 1024;
 
-/** Write all of `data`: `write()` may accept only part of it per call. */
-export async function writeAll(
-  writer: Writer,
-  data: Uint8Array,
-): Promise<void> {
-  let written = 0;
-  while (written < data.length) {
-    written += await writer.write(data.subarray(written));
+/**
+ * Copy every byte `socket` receives to `out` until the server closes its
+ * sending side (read returns `null`), or, with `end`, until that says the
+ * message is complete. Returns the number of bytes copied.
+ */
+export async function copyToEnd(
+  socket: Pick<Socket, "read">,
+  out: Writer,
+  wire: Wire = {},
+  end?: MessageEnd,
+): Promise<number> {
+  const buf = new Uint8Array(READ_SIZE);
+  let total = 0;
+  while (!end?.done) {
+    // A read returns what has arrived so far (at least one byte): one write
+    // of the server's may come out as several reads here, and several as
+    // one. TCP keeps the order of the bytes, not where writes began.
+    const n = await socket.read(buf);
+    // null, never 0, is the end: the server's FIN, it has finished sending.
+    if (n === null) break;
+    wire.trace?.(`read ${n} bytes`, buf.subarray(0, n));
+    const take = end ? end.feed(buf.subarray(0, n)) : n;
+    await writeAll(out, buf.subarray(0, take));
+    total += take;
   }
+  return total;
 }
 
 /**
- * Copy every byte `conn` receives to `out` until the server closes its
- * sending side (read returns `null`). Returns the number of bytes copied.
- * Each read returns what has arrived so far, so one server write may come
- * out as several reads here, and several writes as one read.
+ * One conversation: send `payload`, half-close, and copy the reply to `out`
+ * until the server closes. Sending and reading run at the same time: with
+ * a large payload and an echo server, writing everything before reading
+ * would fill the buffers both ways, and both sides would wait forever.
  */
-export async function copyToEnd(
-  conn: Deno.Conn,
+export async function converse(
+  socket: Socket,
+  payload: Uint8Array,
   out: Writer,
+  wire: Wire = {},
 ): Promise<number> {
-  const buf = new Uint8Array(64 * 1024);
-  let total = 0;
-  while (true) {
-    const n = await conn.read(buf);
-    if (n === null) return total;
-    await writeAll(out, buf.subarray(0, n));
-    total += n;
-  }
-}
-
-/** Collects written bytes in memory (a `Writer`), for {@link exchange}. */
-class Collector {
-  chunks: Uint8Array[] = [];
-  write(p: Uint8Array): Promise<number> {
-    this.chunks.push(p.slice());
-    return Promise.resolve(p.length);
-  }
-  bytes(): Uint8Array {
-    const out = new Uint8Array(this.chunks.reduce((n, c) => n + c.length, 0));
-    let offset = 0;
-    for (const c of this.chunks) {
-      out.set(c, offset);
-      offset += c.length;
-    }
-    return out;
-  }
+  const [, received] = await Promise.all([
+    // Half-close once all is sent: our FIN says "done sending, still
+    // listening". The server's read returns null (the end of our data),
+    // and it can still answer: its own stream is open until ITS FIN.
+    send(socket, payload, wire).then(() => socket.closeWrite()),
+    copyToEnd(socket, out, wire),
+  ]);
+  return received;
 }
 
 /** What one request/response exchange over TCP produced. */
@@ -309,30 +161,61 @@ export interface Exchange {
 
 /**
  * Connect, send `payload`, half-close, and collect the reply until the
- * server closes: the whole life of a simple TCP conversation.
- *
- * Sending and receiving run at the same time. With a large payload and an
- * echo server this matters: if we wrote everything before reading, the
- * echo would fill the buffers both ways and both sides would wait forever.
+ * server closes: the whole life of a simple TCP conversation, in-process.
+ * `options` is `--timeout` in ms (bounds the connect and every wait, as on
+ * the command line) or a {@link Wire}; without a timeout the connect gives
+ * up after {@link CONNECT_TIMEOUT_MS} and the waits last as long as the
+ * server keeps the connection open.
  */
 export async function exchange(
   hostname: string,
   port: number,
   payload: Uint8Array,
-  timeoutMs = DEFAULTS.timeout,
+  options: number | Wire = {},
 ): Promise<Exchange> {
-  using conn = await connectTcp(hostname, port, timeoutMs);
+  const wire = typeof options === "number" ? { timeoutMs: options } : options;
+  using conn = await connectTcp(hostname, port, wire.timeoutMs);
   const collector = new Collector();
-  await Promise.all([
-    writeAll(conn, payload).then(() => conn.closeWrite()),
-    copyToEnd(conn, collector),
-  ]);
+  await converse(patient(conn, wire.timeoutMs), payload, collector, wire);
   return {
     reply: collector.bytes(),
     local: conn.localAddr,
     remote: conn.remoteAddr,
   };
 }
+
+// 5. NETCAT MODE: two copies at once, one per direction.
+
+/**
+ * stdin to the socket and the socket to stdout, at the same time: TCP is
+ * two independent streams, one each way. At the end of `input` we
+ * half-close and keep reading until the server closes. If the server
+ * finishes first (its FIN), we keep sending until `input` ends, like
+ * `nc -N`; if it has gone completely, the next write fails, and so do we,
+ * quietly: it chose to go.
+ */
+export async function netcat(
+  socket: Socket,
+  input: Pick<Socket, "read">,
+  out: Writer,
+  wire: Wire = {},
+): Promise<void> {
+  const upload = (async () => {
+    const buf = new Uint8Array(READ_SIZE);
+    for (let first = true;; first = false) {
+      const n = await input.read(buf);
+      if (n === null) break;
+      await send(socket, buf.subarray(0, n), wire, first);
+    }
+    await socket.closeWrite(); // end of input: our FIN
+  })().then(() => null, (err: unknown) => err);
+  await copyToEnd(socket, out, wire);
+  const err = await upload;
+  if (err !== null && !isPeerGone(err)) throw err;
+}
+
+// 6. --http: a web client is a TCP client that sends a request and knows
+// where the response ends.
 
 /**
  * The request a browser sends for `path`, trimmed to what matters: the
@@ -356,109 +239,849 @@ export function httpGetRequest(
 }
 
 /**
- * The command-line program. Returns the exit status: 0 when the server
- * closed normally, 1 for a runtime error, 2 for a bad command line.
+ * Send `request` and copy the response to `out`, stopping at its end. No
+ * half-close: a browser keeps its side open until the response is in. And
+ * we do not wait for the server to close: a server may keep the connection
+ * open for the next request, so the response itself says where it ends:
+ * `Content-Length`, or the last chunk (`0\r\n\r\n`) of a chunked body, or,
+ * with neither, the server's FIN. Returns the response's size.
+ */
+export async function httpGet(
+  socket: Socket,
+  request: Uint8Array,
+  out: Writer,
+  wire: Wire = {},
+): Promise<number> {
+  await send(socket, request, wire);
+  const end = new ResponseEnd();
+  const size = await copyToEnd(socket, out, wire, end);
+  const missing = end.unfinished();
+  if (missing) {
+    throw new Error(
+      `${socket.where ?? "the server"} closed the connection ${missing}`,
+    );
+  }
+  return size;
+}
+
+// Run as a program: `main` once the whole file has loaded (the plumbing
+// below must be defined first), errors as one `error:` line.
+if (import.meta.main) addEventListener("load", () => runMain(main, USAGE));
+
+// ───── plumbing: flags, usage, errors, signals, limits ─────
+
+/** Anything with the socket calls the lesson uses; a `Deno.TcpConn` is one. */
+export interface Socket extends Writer {
+  read(p: Uint8Array): Promise<number | null>;
+  closeWrite(): Promise<void>;
+  /** `tcp HOST:PORT` of the peer, for messages. */
+  where?: string;
+}
+
+/** `--trace`: one line per real read() or write(), with its bytes. */
+export type Trace = (what: string, bytes: Uint8Array) => void;
+
+/** How the bytes go on the wire, and who watches them. */
+export interface Wire {
+  /** `--timeout`: ms that a connect, or any wait for the peer, may last. */
+  timeoutMs?: number;
+  /** `--chunk`: at most this many bytes per write. */
+  chunk?: number;
+  /** `--delay`: ms to pause between those writes. */
+  delayMs?: number;
+  /** `--trace` (and `--hex`). */
+  trace?: Trace;
+  /** Told how many bytes a {@link send} sent, once it has. */
+  onSent?: (bytes: number) => void;
+}
+
+/** Everything the client can be told on the command line. */
+export interface ClientOptions {
+  /** Server address: IPv4, IPv6 (`::1`) or a name (`localhost`). */
+  hostname: string;
+  port: number;
+  /** ms for the connect and each wait; unset: connect default, no limit after. */
+  timeout?: number;
+  /** Send an HTTP GET request instead of MESSAGE or stdin. */
+  http: boolean;
+  /** The path to request with `--http`. */
+  path: string;
+  /** A line on stderr per read and write. */
+  trace: boolean;
+  /** The bytes of each, in the xxd layout (implies trace). */
+  hex: boolean;
+  /** At most this many bytes per write. */
+  chunk?: number;
+  /** ms between those writes. */
+  delay: number;
+  /** The words to send, joined by single spaces; `undefined` reads stdin. */
+  message?: string;
+}
+
+/** The defaults, as `--help` shows them. */
+export const DEFAULTS = {
+  hostname: "127.0.0.1",
+  port: 8080,
+  http: false,
+  path: "/",
+  trace: false,
+  hex: false,
+  delay: 0,
+} as const satisfies ClientOptions;
+
+const MAX_TIMEOUT_MS = 3_600_000; // an hour
+const MAX_CHUNK = 16 * 1024 * 1024;
+const MAX_DELAY_MS = 60_000;
+
+/** The usage text printed by `--help` and after a bad flag. */
+export const USAGE =
+  `usage: deno run --allow-net=127.0.0.1 client.ts [options] [MESSAGE...]
+
+A TCP client like nc. With MESSAGE, sends the words joined by single spaces
+(UTF-8, no newline added), reports "sent N bytes", half-closes, and prints
+everything the server sends back until it closes. Without MESSAGE, copies
+stdin to the server and the server to stdout, byte for byte, like nc -N: at
+the end of stdin it half-closes, and it exits once both directions are done.
+After "--" every word is MESSAGE, even one that starts with "-".
+
+options:
+  --hostname H   server address or name (default ${DEFAULTS.hostname})
+  --port N       server port, 1..65535 (default ${DEFAULTS.port})
+  --timeout MS   give up when connecting, or any wait for data, takes MS ms
+                 (like nc -w); default: connecting gives up after ${CONNECT_TIMEOUT_MS} ms,
+                 then wait as long as the server keeps the connection open
+  --http         send "GET PATH HTTP/1.1" as a browser would, print the raw
+                 response (status line and headers included), stop at its end
+  --path P       the path for --http (default ${DEFAULTS.path})
+  --trace        one line on stderr per write() and read(): "wrote 5 bytes"
+  --hex          also each one's bytes in the xxd layout (implies --trace)
+  --chunk N      send in writes of at most N bytes (1..${MAX_CHUNK})
+  --delay MS     with --chunk, pause MS ms between writes (0..${MAX_DELAY_MS})
+  --help         show this help
+
+Received bytes go to stdout; "sent N bytes", traces and errors to stderr.`;
+
+const FLAGS = {
+  hostname: { type: "string" },
+  port: { type: "string" },
+  timeout: { type: "string" },
+  http: { type: "boolean" },
+  path: { type: "string" },
+  trace: { type: "boolean" },
+  hex: { type: "boolean" },
+  chunk: { type: "string" },
+  delay: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} satisfies ParseArgsOptionsConfig;
+
+/**
+ * Parse the command line. Throws {@link UsageError} for an unknown flag or a
+ * bad value; returns `"help"` for `--help`. Words that are not flags form
+ * the MESSAGE; after `--` everything is MESSAGE.
+ */
+export function parseClientArgs(args: string[]): ClientOptions | "help" {
+  const { values, positionals } = parseFlags(args, FLAGS, true);
+  if (values.help) return "help";
+  const options: ClientOptions = { ...DEFAULTS };
+  if (values.hostname !== undefined) {
+    options.hostname = parseHostname(values.hostname);
+  }
+  if (values.port !== undefined) {
+    options.port = parseInteger("--port", values.port, 0, 65535);
+  }
+  if (options.port === 0) {
+    throw new UsageError(
+      "--port 0 lets a server pick a free port; a client must name the server's port (1..65535)",
+    );
+  }
+  if (values.timeout !== undefined) {
+    options.timeout = parseInteger(
+      "--timeout",
+      values.timeout,
+      1,
+      MAX_TIMEOUT_MS,
+    );
+  }
+  options.http = values.http ?? false;
+  if (values.path !== undefined) {
+    if (!options.http) throw new UsageError("--path goes with --http");
+    if (!/^\/[\x21-\x7e]*$/.test(values.path)) {
+      throw new UsageError(
+        `--path must start with / and hold no spaces, not ${
+          JSON.stringify(values.path)
+        }`,
+      );
+    }
+    options.path = values.path;
+  }
+  options.hex = values.hex ?? false;
+  options.trace = (values.trace ?? false) || options.hex;
+  if (values.chunk !== undefined) {
+    options.chunk = parseInteger("--chunk", values.chunk, 1, MAX_CHUNK);
+  }
+  if (values.delay !== undefined) {
+    if (options.chunk === undefined) {
+      throw new UsageError(
+        "--delay goes with --chunk (it pauses between the chunks)",
+      );
+    }
+    options.delay = parseInteger("--delay", values.delay, 0, MAX_DELAY_MS);
+  }
+  if (positionals.length > 0) {
+    if (options.http) {
+      throw new UsageError("--http sends its own request: give no MESSAGE");
+    }
+    options.message = positionals.join(" ");
+  }
+  return options;
+}
+
+/**
+ * The command-line program: returns the exit status (0 once the server has
+ * closed, or the `--http` response is complete); throws {@link UsageError}
+ * (exit 2) or an Error with a plain reason (exit 1).
  */
 export async function main(args: string[]): Promise<number> {
-  let options: ClientOptions | "help";
-  try {
-    options = parseClientArgs(args);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    console.error(`error: ${err.message}\n\n${USAGE}`);
-    return 2;
-  }
+  const options = parseClientArgs(args);
   if (options === "help") {
-    console.log(USAGE);
+    await writeStdout(USAGE + "\n");
     return 0;
   }
-  const where = `tcp ${formatAddr(options)}`;
-  let conn: Deno.TcpConn;
-  try {
-    conn = await connectTcp(options.hostname, options.port, options.timeout);
-  } catch (err) {
-    console.error(`error: ${(err as Error).message}`);
-    return 1;
-  }
-  try {
-    if (options.http || options.message !== undefined) {
-      // One message: send it, say so, half-close, print the reply.
-      const bytes = new TextEncoder().encode(
-        options.http
-          ? httpGetRequest(options.hostname, options.port, options.path)
-          : options.message,
-      );
-      await writeAll(conn, bytes);
-      console.error(`sent ${bytes.length} bytes`);
-      // A browser keeps its side open until the response ends; a plain
-      // message is followed by our FIN so an echo server knows we are done.
-      if (!options.http) await conn.closeWrite();
-      await copyToEnd(conn, stdout);
-    } else {
-      // Netcat mode: two copies at once, stdin -> socket and socket ->
-      // stdout. At the end of stdin we half-close and keep reading.
-      const upload = copyStdinThenHalfClose(conn).then(() => null, (e) => e);
-      await copyToEnd(conn, stdout);
-      // The server has finished sending (its FIN arrived). It may still be
-      // reading, as an echo server does after OUR half-close, so like
-      // `nc -N` we keep sending stdin until it ends. If the server has
-      // closed completely, the next write fails: it is gone, and so are we.
-      const err = await upload;
-      if (err !== null && !isPeerGone(err)) throw err;
-    }
-  } catch (err) {
-    if (err instanceof StdoutClosed) return 0; // `client.ts | head`: fine
-    console.error(`error: ${explainTransferError(err, where)}`);
-    return 1;
-  } finally {
-    try {
-      conn.close();
-    } catch { /* already closed */ }
+  const wire: Wire = {
+    timeoutMs: options.timeout,
+    chunk: options.chunk,
+    delayMs: options.delay,
+    trace: options.trace
+      ? (what, bytes) => traceBytes(warn, what, bytes, options.hex)
+      : undefined,
+  };
+  using conn = await connectTcp(
+    options.hostname,
+    options.port,
+    options.timeout,
+  );
+  const socket = patient(conn, options.timeout);
+  if (options.http) {
+    const request = httpGetRequest(
+      options.hostname,
+      options.port,
+      options.path,
+    );
+    wire.onSent = (n) => warn(`sent ${n} bytes`);
+    await httpGet(socket, new TextEncoder().encode(request), stdout, wire);
+  } else if (options.message !== undefined) {
+    wire.onSent = (n) => warn(`sent ${n} bytes`);
+    await converse(
+      socket,
+      new TextEncoder().encode(options.message),
+      stdout,
+      wire,
+    );
+  } else {
+    await netcat(socket, Deno.stdin, stdout, wire);
   }
   return 0;
 }
 
-/** Copy stdin to the socket; at end of input, half-close (send FIN). */
-async function copyStdinThenHalfClose(conn: Deno.TcpConn): Promise<void> {
-  const buf = new Uint8Array(64 * 1024);
-  while (true) {
-    const n = await Deno.stdin.read(buf);
-    if (n === null) break;
-    await writeAll(conn, buf.subarray(0, n));
-  }
-  await conn.closeWrite();
-}
-
-/** Whether a write failed because the server has closed or reset. */
-function isPeerGone(err: unknown): boolean {
-  return err instanceof Deno.errors.BrokenPipe ||
-    err instanceof Deno.errors.ConnectionReset;
-}
-
-/** Thrown when whoever reads our stdout has gone away (`| head`). */
-class StdoutClosed extends Error {}
-
-/** Deno.stdout, with "the reader went away" told apart from socket errors. */
+/** Our stdout as a {@link Writer}: a failure blames stdout, not the server. */
 const stdout: Writer = {
   async write(p: Uint8Array): Promise<number> {
-    try {
-      return await Deno.stdout.write(p);
-    } catch (err) {
-      if (err instanceof Deno.errors.BrokenPipe) throw new StdoutClosed();
-      throw err;
-    }
+    await writeStdout(p);
+    return p.length;
   },
 };
 
+/** Resolve after `ms` milliseconds (`--delay`). */
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A socket error, already explained; `cause` is what Deno threw. */
+class SocketError extends Error {}
+
+/** `--timeout` ran out while waiting for the peer. */
+class WaitTimeout extends Error {}
+
+/** Whether `err` says the server closed or reset (a write after it left). */
+function isPeerGone(err: unknown): boolean {
+  const cause = err instanceof SocketError ? err.cause : err;
+  return cause instanceof Deno.errors.BrokenPipe ||
+    cause instanceof Deno.errors.ConnectionReset ||
+    cause instanceof Deno.errors.NotConnected;
+}
+
+/**
+ * `conn` with `--timeout` on every wait, like `nc -w`: a read or write that
+ * sees nothing move either way for `timeoutMs` fails with an error naming
+ * the address and the wait (the caller then closes the connection, which
+ * ends the pending call). Socket errors become plain reasons. Without a
+ * timeout, a wait lasts as long as the server keeps the connection open.
+ */
+export function patient(conn: Deno.TcpConn, timeoutMs?: number): Socket {
+  const where = `tcp ${formatAddr(conn.remoteAddr)}`;
+  let lastMoved = performance.now(); // any wait starting or ending
+  let received = 0;
+  async function wait<T>(op: Promise<T>, kind: "read" | "write"): Promise<T> {
+    lastMoved = performance.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      if (timeoutMs === undefined) return;
+      const check = () => {
+        const idle = performance.now() - lastMoved;
+        if (idle < timeoutMs) {
+          timer = setTimeout(check, timeoutMs - idle);
+          return;
+        }
+        reject(
+          new WaitTimeout(
+            kind === "read"
+              ? `no data from ${where} for ${timeoutMs} ms (--timeout): ${
+                received === 0
+                  ? "the server accepted the connection but has sent nothing"
+                  : `the server sent ${received} bytes, then nothing more`
+              }`
+              : `${where} has taken none of our bytes for ${timeoutMs} ms (--timeout): the server is not reading`,
+          ),
+        );
+      };
+      timer = setTimeout(check, timeoutMs);
+    });
+    try {
+      return await Promise.race([op, expired]);
+    } catch (err) {
+      if (err instanceof WaitTimeout) throw err;
+      throw new SocketError(explainTransferError(err, where), { cause: err });
+    } finally {
+      clearTimeout(timer);
+      lastMoved = performance.now();
+    }
+  }
+  return {
+    where,
+    async read(p) {
+      const n = await wait(conn.read(p), "read");
+      received += n ?? 0;
+      return n;
+    },
+    write: (p) => wait(conn.write(p), "write"),
+    async closeWrite() {
+      try {
+        await conn.closeWrite();
+      } catch (err) {
+        throw new SocketError(explainTransferError(err, where), {
+          cause: err,
+        });
+      }
+    },
+  };
+}
+
+/** A failure after connecting, in words: `where` is `tcp HOST:PORT`. */
 function explainTransferError(err: unknown, where: string): string {
   if (err instanceof Deno.errors.ConnectionReset) {
     return `${where} reset the connection (the server closed abruptly)`;
+  }
+  if (
+    err instanceof Deno.errors.BrokenPipe ||
+    err instanceof Deno.errors.NotConnected
+  ) {
+    return `${where} closed the connection before taking all our bytes`;
   }
   return `connection to ${where} failed: ${
     err instanceof Error ? err.message : err
   }`;
 }
 
-if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+/**
+ * Why a connect failed, truthfully: each cause looks different on the
+ * wire, and so in the error Deno gets from the OS.
+ */
+function explainConnectError(
+  err: unknown,
+  hostname: string,
+  port: number,
+  timeoutMs: number,
+  elapsedMs: number,
+): string {
+  const where = `tcp ${formatAddr({ hostname, port })}`;
+  const code = (err as { code?: unknown }).code;
+  const message = err instanceof Error ? err.message : String(err);
+  // A host answered our SYN with a reset (RST) at once: it is there, but no
+  // socket accepts on that address and port. A server bound to another of
+  // its addresses (only 127.0.0.1, say) does not accept on this one, so we
+  // cannot tell which: say both.
+  if (err instanceof Deno.errors.ConnectionRefused) {
+    return `connection refused by ${where} (after ${elapsedMs} ms): the host (or a firewall on the way) answered with a refusal: no server listens on port ${port}, or the server is bound to another address that excludes this one (a server accepts only on the address it is bound to); start the server, or check --hostname and --port`;
+  }
+  if (err instanceof Deno.errors.NotCapable) {
+    return `Deno has no permission to connect to ${where}; run again with --allow-net=${
+      allowNetHost(hostname)
+    }`;
+  }
+  // Our SYN got no answer at all: dropped by a firewall, by a server whose
+  // listen queue is full, or sent where no host is. We stop waiting.
+  if (err instanceof DOMException && err.name === "TimeoutError") {
+    return `no answer from ${where} within ${timeoutMs} ms: the connection request (SYN) got no reply: a firewall may drop it, the server's listen queue may be full, or no host has that address; check --hostname, or wait longer with --timeout MS`;
+  }
+  if (err instanceof Deno.errors.TimedOut) {
+    return `no answer from ${where}: the OS gave up after ${elapsedMs} ms of unanswered connection requests (SYN); a firewall may drop them, or no host has that address`;
+  }
+  // Told that there is no way there: no host answered on the local network
+  // (ARP got no reply) or a router said so (ICMP host unreachable).
+  if (code === "EHOSTUNREACH" || /os error 113\b/.test(message)) {
+    return `no route to ${where} (after ${elapsedMs} ms): no host answers at that address (the local network found no one there, or a router said it cannot reach it); check --hostname`;
+  }
+  if (
+    err instanceof Deno.errors.NetworkUnreachable ||
+    code === "ENETUNREACH"
+  ) {
+    return `no route to ${where} (after ${elapsedMs} ms): this machine has no route to that network; check --hostname`;
+  }
+  if (err instanceof Deno.errors.ConnectionReset) {
+    return `${where} reset the connection while it was being set up`;
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return `the OS refused to connect to ${where}: a firewall rule or route forbids it (${message})`;
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return `cannot connect to ${where}: no local address or port is free for it (${message})`;
+  }
+  if (/lookup address|Name or service not known|No address/i.test(message)) {
+    return `cannot connect to ${where}: the name ${
+      JSON.stringify(hostname)
+    } does not resolve to an address; check the spelling`;
+  }
+  return `cannot connect to ${where}: ${message}`;
 }
+
+/** Says, byte by byte as they arrive, when a message is complete. */
+export interface MessageEnd {
+  /** How many of `bytes` belong to the message (all, until its end). */
+  feed(bytes: Uint8Array): number;
+  /** Whether the message is complete. */
+  readonly done: boolean;
+}
+
+/** Longest line (status, header, chunk size) framed; longer: read to FIN. */
+const MAX_HTTP_LINE = 64 * 1024;
+
+/**
+ * Where an HTTP/1.1 response ends (RFC 9112 §6.3): after the head for 1xx
+ * (then the real response follows), 204 and 304; after `Content-Length`
+ * bytes; after the last chunk and trailers of a chunked body; otherwise
+ * when the server closes. Anything it cannot frame is read to the close.
+ */
+export class ResponseEnd implements MessageEnd {
+  #state:
+    | "head"
+    | "length"
+    | "size"
+    | "data"
+    | "data-end"
+    | "trailers"
+    | "close"
+    | "done" = "head";
+  #line = "";
+  #head: string[] = [];
+  #left = 0;
+  #length = 0;
+  #fed = 0;
+
+  get done(): boolean {
+    return this.#state === "done";
+  }
+
+  feed(bytes: Uint8Array): number {
+    let i = 0;
+    while (i < bytes.length && this.#state !== "done") {
+      if (this.#state === "close") {
+        i = bytes.length;
+      } else if (this.#state === "length" || this.#state === "data") {
+        const take = Math.min(this.#left, bytes.length - i);
+        i += take;
+        this.#left -= take;
+        if (this.#left === 0) {
+          this.#state = this.#state === "length" ? "done" : "data-end";
+        }
+      } else if (bytes[i] !== 0x0a) {
+        this.#line += String.fromCharCode(bytes[i++]);
+        if (this.#line.length > MAX_HTTP_LINE) this.#state = "close";
+      } else {
+        i++;
+        const line = this.#line.replace(/\r$/, "");
+        this.#line = "";
+        this.#onLine(line);
+      }
+    }
+    this.#fed += i;
+    return i;
+  }
+
+  /** At the server's FIN: what is missing, or `undefined` if nothing is. */
+  unfinished(): string | undefined {
+    switch (this.#state) {
+      case "head":
+        return this.#fed === 0
+          ? "without sending a response"
+          : "in the middle of the response head";
+      case "length":
+        return `${this.#left} bytes before the end of the body (Content-Length: ${this.#length})`;
+      case "size":
+      case "data":
+      case "data-end":
+      case "trailers":
+        return "before the last chunk of the chunked body";
+    }
+    return undefined;
+  }
+
+  #onLine(line: string): void {
+    switch (this.#state) {
+      case "head":
+        if (line !== "") this.#head.push(line);
+        else if (this.#head.length > 0) this.#endOfHead();
+        return;
+      case "size": {
+        const m = /^([0-9A-Fa-f]{1,12})[ \t]*(;.*)?$/.exec(line);
+        if (!m) this.#state = "close";
+        else if ((this.#left = parseInt(m[1], 16)) === 0) {
+          this.#state = "trailers";
+        } else this.#state = "data";
+        return;
+      }
+      case "data-end":
+        this.#state = line === "" ? "size" : "close";
+        return;
+      case "trailers":
+        if (line === "") this.#state = "done";
+    }
+  }
+
+  #endOfHead(): void {
+    const [statusLine, ...fields] = this.#head;
+    this.#head = [];
+    const status = Number(/^HTTP\/1\.\d (\d{3})\b/.exec(statusLine)?.[1]);
+    const values = (name: string) =>
+      fields.filter((f) => f.slice(0, f.indexOf(":")).toLowerCase() === name)
+        .map((f) => f.slice(f.indexOf(":") + 1).trim());
+    const encodings = values("transfer-encoding").join(",");
+    const lengths = [...new Set(values("content-length"))];
+    if (status >= 100 && status < 200 && status !== 101) return; // interim
+    if (!status || status === 101) this.#state = "close";
+    else if (status === 204 || status === 304) this.#state = "done";
+    else if (encodings !== "") {
+      this.#state = /(^|,)\s*chunked\s*$/i.test(encodings) ? "size" : "close";
+    } else if (lengths.length === 1 && /^\d{1,15}$/.test(lengths[0])) {
+      this.#length = this.#left = Number(lengths[0]);
+      this.#state = this.#left === 0 ? "done" : "length";
+    } else this.#state = "close";
+  }
+}
+
+/** Collects written bytes in memory (a `Writer`), for {@link exchange}. */
+class Collector {
+  chunks: Uint8Array[] = [];
+  write(p: Uint8Array): Promise<number> {
+    this.chunks.push(p.slice());
+    return Promise.resolve(p.length);
+  }
+  bytes(): Uint8Array {
+    const out = new Uint8Array(this.chunks.reduce((n, c) => n + c.length, 0));
+    let offset = 0;
+    for (const c of this.chunks) {
+      out.set(c, offset);
+      offset += c.length;
+    }
+    return out;
+  }
+}
+
+// ===== shared block: begin =====
+// The same lines stand in server.ts, http.ts, client.ts and udp.ts, so each
+// file runs alone when copied; tests/shared_block_test.ts keeps them equal.
+// Change one copy, then paste it into the other three.
+
+/** A bad command line: the reason is printed with the usage, exit 2. */
+export class UsageError extends Error {}
+
+/**
+ * Parse `args` with `parseArgs` from `node:util` (built into Deno), turning
+ * its errors into one-line {@link UsageError}s a person can act on.
+ */
+export function parseFlags<T extends ParseArgsOptionsConfig>(
+  args: string[],
+  options: T,
+  allowPositionals = false,
+) {
+  try {
+    return parseArgs({ args, options, allowPositionals, strict: true });
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    const flag = /'(-[^' ]*)/.exec(message)?.[1] ?? "";
+    const code = (err as { code?: string }).code;
+    if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+      throw new UsageError(`unknown flag ${JSON.stringify(flag)}`);
+    }
+    if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
+      const arg = /'([^']*)'/.exec(message)?.[1] ?? "";
+      throw new UsageError(`unexpected argument ${JSON.stringify(arg)}`);
+    }
+    if (/does not take an argument/.test(message)) {
+      throw new UsageError(`${flag} takes no value`);
+    }
+    if (/ambiguous/.test(message)) {
+      throw new UsageError(
+        `${flag} needs a value; for one that starts with "-", write ${flag}=VALUE`,
+      );
+    }
+    if (/argument missing/.test(message)) {
+      throw new UsageError(`${flag} needs a value`);
+    }
+    throw new UsageError(message.split("\n")[0]);
+  }
+}
+
+/**
+ * Check `--hostname`: an IPv4 or IPv6 literal (`::1` or `[::1]`) or a name.
+ * Host and port in one (`127.0.0.1:8080`) is the usual slip: say so.
+ */
+export function parseHostname(text: string): string {
+  const bracketed = /^\[([^\]]*)\](:\d+)?$/.exec(text);
+  const host = bracketed ? bracketed[1] : text;
+  if (bracketed?.[2] || (!bracketed && /^[^:]*:\d*$/.test(text))) {
+    throw new UsageError(
+      `--hostname takes no port (${JSON.stringify(text)}); use --port`,
+    );
+  }
+  if (!/^[0-9A-Za-z.:_%-]+$/.test(host)) {
+    throw new UsageError(
+      `--hostname: not an address or name: ${JSON.stringify(text)}`,
+    );
+  }
+  return host;
+}
+
+/** A whole number from `min` to `max`, or a {@link UsageError}. */
+export function parseInteger(
+  flag: string,
+  text: string,
+  min: number,
+  max: number,
+): number {
+  const n = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= max)) {
+    throw new UsageError(
+      `${flag} must be a whole number from ${min} to ${max}, not ${
+        JSON.stringify(text)
+      }`,
+    );
+  }
+  return n;
+}
+
+/** A number of seconds, 0 or more (`0.5` allowed), or a {@link UsageError}. */
+export function parseSeconds(flag: string, text: string): number {
+  const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 0)) {
+    throw new UsageError(
+      `${flag} must be a number of seconds, 0 or more, not ${
+        JSON.stringify(text)
+      }`,
+    );
+  }
+  return n;
+}
+
+/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
+export function formatAddr(
+  addr: Deno.Addr | { hostname: string; port: number },
+): string {
+  if (!("hostname" in addr)) return "path" in addr ? addr.path : addr.transport;
+  return addr.hostname.includes(":")
+    ? `[${addr.hostname}]:${addr.port}`
+    : `${addr.hostname}:${addr.port}`;
+}
+
+/** A host as `--allow-net` wants it: IPv6 in brackets. */
+export function allowNetHost(hostname: string): string {
+  return hostname.includes(":") ? `[${hostname}]` : hostname;
+}
+
+/**
+ * Why a listening socket could not be opened, in one sentence that names
+ * the protocol and address (`where`, e.g. `tcp 127.0.0.1:8080`) and what to
+ * try: another program has the port, Deno lacks the grant, the OS refuses a
+ * low port, the address is not this machine's, the name does not resolve.
+ */
+export function explainListenError(
+  err: unknown,
+  where: string,
+  hostname: string,
+): string {
+  if (err instanceof Deno.errors.AddrInUse) {
+    return `${where} is already in use: another program is listening there; stop it, or pick another --port (--port 0 picks a free one)`;
+  }
+  if (err instanceof Deno.errors.NotCapable) {
+    return `Deno has no permission to listen on ${where}; run again with --allow-net=${
+      allowNetHost(hostname)
+    }`;
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return `the OS refused to let this process listen on ${where} (ports below 1024 need privileges); use a port from 1024 up`;
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return `cannot listen on ${where}: that address does not belong to this machine; try 127.0.0.1`;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  if (/lookup|resolve|Name or service not known|No address/i.test(message)) {
+    return `cannot listen on ${where}: the name ${
+      JSON.stringify(hostname)
+    } does not resolve to an address; check the spelling or use an address such as 127.0.0.1`;
+  }
+  return `cannot listen on ${where}: ${message}`;
+}
+
+/** Anything with a `write` that may take only part of the bytes. */
+export interface Writer {
+  write(p: Uint8Array): Promise<number>;
+}
+
+/**
+ * Write all of `data`: `write()` may accept only part of it per call, so
+ * loop. `onWrite`, if given, sees each piece a single write() took.
+ */
+export async function writeAll(
+  writer: Writer,
+  data: Uint8Array,
+  onWrite?: (piece: Uint8Array) => void,
+): Promise<void> {
+  let written = 0;
+  while (written < data.length) {
+    const n = await writer.write(data.subarray(written));
+    if (onWrite) onWrite(data.subarray(written, written + n));
+    written += n;
+  }
+}
+
+/**
+ * Print a log line on stdout. Logging is best effort: when stdout cannot
+ * be written (terminal closed, disk full, /dev/full, a closed pipe) the
+ * program goes on serving, and says so once on stderr.
+ */
+export function log(line: string): void {
+  try {
+    console.log(line);
+  } catch (err) {
+    if (logFailed) return;
+    logFailed = true;
+    warn(
+      `warning: cannot write to stdout (${
+        err instanceof Error ? err.message : err
+      }); going on without log lines`,
+    );
+  }
+}
+let logFailed = false;
+
+/** Print a line on stderr; if even that fails, there is nowhere to say so. */
+export function warn(line: string): void {
+  try {
+    console.error(line);
+  } catch { /* stderr is gone too */ }
+}
+
+/** The `xxd` layout: offset, 16 bytes in hex by pairs, the bytes as ASCII. */
+export function hexDump(bytes: Uint8Array): string[] {
+  const lines: string[] = [];
+  for (let offset = 0; offset < bytes.length; offset += 16) {
+    const row = bytes.subarray(offset, offset + 16);
+    let hex = "";
+    let text = "";
+    for (let i = 0; i < row.length; i++) {
+      hex += row[i].toString(16).padStart(2, "0") + (i % 2 ? " " : "");
+      text += row[i] >= 0x20 && row[i] < 0x7f
+        ? String.fromCharCode(row[i])
+        : ".";
+    }
+    lines.push(
+      `${offset.toString(16).padStart(8, "0")}: ${hex.padEnd(40)} ${text}`,
+    );
+  }
+  return lines;
+}
+
+/**
+ * `--trace`: one line for one read, write or datagram, `what` says which
+ * (`read 5 bytes`); with `hex`, the bytes follow in the xxd layout.
+ */
+export function traceBytes(
+  print: (line: string) => void,
+  what: string,
+  bytes: Uint8Array,
+  hex: boolean,
+): void {
+  print(what);
+  if (hex) { for (const line of hexDump(bytes)) print(line); }
+}
+
+/**
+ * Call `stop` on the first SIGINT (Ctrl-C) or SIGTERM, `force` on a second.
+ * Add the listeners before printing the listening line: a signal that comes
+ * before them kills the process. Returns a function that removes them.
+ */
+export function onStopSignals(
+  stop: () => void,
+  force: () => void = () => {},
+): () => void {
+  let count = 0;
+  const handler = () => ++count === 1 ? stop() : force();
+  const signals: Deno.Signal[] = Deno.build.os === "windows"
+    ? ["SIGINT"]
+    : ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, handler);
+  return () => {
+    for (const s of signals) Deno.removeSignalListener(s, handler);
+  };
+}
+
+/**
+ * Run a command-line `main` and exit: a {@link UsageError} prints the reason
+ * and `usage` (exit 2); any other error is an expected failure, one
+ * `error:` line with no stack trace (exit 1).
+ */
+export async function runMain(
+  main: (args: string[]) => Promise<number>,
+  usage: string,
+): Promise<never> {
+  let code: number;
+  try {
+    code = await main(Deno.args);
+  } catch (err) {
+    const usageError = err instanceof UsageError;
+    warn(
+      `error: ${err instanceof Error ? err.message : err}${
+        usageError ? `\n\n${usage}` : ""
+      }`,
+    );
+    code = usageError ? 2 : 1;
+  }
+  Deno.exit(code);
+}
+
+/** Print text on stdout (usage, data); a failure is an `error:` line. */
+export async function writeStdout(data: Uint8Array | string): Promise<void> {
+  const bytes = typeof data === "string"
+    ? new TextEncoder().encode(data)
+    : data;
+  try {
+    await writeAll(Deno.stdout, bytes);
+  } catch (err) {
+    // Whoever reads our stdout went away (`| head`): that is their choice.
+    if (err instanceof Deno.errors.BrokenPipe) Deno.exit(0);
+    throw new Error(
+      `cannot write to stdout: ${err instanceof Error ? err.message : err}`,
+      { cause: err },
+    );
+  }
+}
+// ===== shared block: end =====

@@ -9,6 +9,9 @@
  * - TCP: a connection (a socket pair that both ends know), bytes as a
  *   stream, and an end (the half-close, then the server's close).
  * - UDP: no connection at all; one datagram out, one datagram back.
+ * - Stream vs datagram: "hello" sent as five 1-byte pieces arrives over
+ *   TCP as however many reads the timing made (often one), and over UDP as
+ *   exactly five datagrams. The servers run with `--trace` to show it.
  *
  * Run it:
  *
@@ -25,9 +28,15 @@
  * Unlike the three scripts, this file imports them: it reuses their servers
  * and clients rather than copying them.
  */
-import { exchange } from "./client.ts";
+import { exchange, type Trace } from "./client.ts";
 import { listenTcp, serveTcp } from "./server.ts";
-import { formatAddr, listenUdp, sendDatagram, serveUdp } from "./udp.ts";
+import {
+  formatAddr,
+  listenUdp,
+  sendDatagram,
+  sendDatagrams,
+  serveUdp,
+} from "./udp.ts";
 
 /** A TCP listener and a UDP socket bound to the same host and port. */
 export interface SharedPort {
@@ -65,6 +74,15 @@ export interface DemoResult {
   port: number;
   tcp: { local: string; remote: string; bytesOut: number; bytesIn: number };
   udp: { local: string; remote: string; bytesOut: number; bytesIn: number };
+  /** Part 4: five 1-byte pieces, as TCP writes and as UDP datagrams. */
+  stream: {
+    tcpWrites: number;
+    /** The sizes of the server's reads of those five bytes. */
+    tcpReads: number[];
+    udpSent: number;
+    /** The sizes of the datagrams the UDP server received. */
+    udpReceived: number[];
+  };
 }
 
 /** Show bytes as text when they are printable, for the demo's output. */
@@ -82,19 +100,38 @@ export async function runDemo(
 ): Promise<DemoResult> {
   const { tcp, udp, port } = listenSharedPort(hostname);
   const stop = new AbortController();
-  // Every line says who is speaking: one of the servers or one of the clients.
-  let tcpClosed: () => void = () => {};
-  const tcpClosedSeen = new Promise<void>((resolve) => tcpClosed = resolve);
+  // Every line says who is speaking: one of the servers or one of the
+  // clients. The demo also listens to the servers' lines to wait for a
+  // connection's close and to count reads and datagrams.
+  const closed = new Map<number, () => void>();
+  const closeSeen = (id: number) =>
+    new Promise<void>((resolve) => closed.set(id, resolve));
+  const tcpReads = new Map<number, number[]>();
   const tcpLog = (line: string) => {
     print(`tcp server | ${line}`);
-    if (line.startsWith("tcp close ")) tcpClosed();
+    const read = /^tcp #(\d+) read (\d+) bytes$/.exec(line);
+    if (read) {
+      const id = Number(read[1]);
+      tcpReads.set(id, [...tcpReads.get(id) ?? [], Number(read[2])]);
+    }
+    const close = /^tcp close .* \(#(\d+)\)/.exec(line);
+    if (close) closed.get(Number(close[1]))?.();
   };
-  const udpLog = (line: string) => print(`udp server | ${line}`);
+  const udpSizes: number[] = [];
+  const udpLog = (line: string) => {
+    print(`udp server | ${line}`);
+    const datagram = /^udp datagram .* (\d+) bytes$/.exec(line);
+    if (datagram) udpSizes.push(Number(datagram[1]));
+  };
 
   print(`A TCP server and a UDP server, both on ${formatAddr(tcp.addr)}:`);
   print(`tcp server | tcp listening on ${formatAddr(tcp.addr)}`);
   print(`udp server | udp listening on ${formatAddr(udp.addr)}`);
-  const tcpServer = serveTcp(tcp, { signal: stop.signal, log: tcpLog });
+  const tcpServer = serveTcp(tcp, {
+    signal: stop.signal,
+    log: tcpLog,
+    trace: true, // `--trace`: a line per read and per write
+  });
   const udpServer = serveUdp(udp, { signal: stop.signal, log: udpLog });
 
   try {
@@ -105,10 +142,11 @@ export async function runDemo(
     );
     print("   then read until the server closes.");
     const tcpMessage = encoder.encode("hello over TCP");
+    const firstClosed = closeSeen(1);
     const t = await exchange(hostname, port, tcpMessage);
     // The server logs the close once it has closed; wait for that line so
     // the output reads in order.
-    await tcpClosedSeen;
+    await firstClosed;
     const tcpResult = {
       local: formatAddr(t.local),
       remote: formatAddr(t.remote),
@@ -160,8 +198,49 @@ export async function runDemo(
     );
     print(`   so tcp ${formatAddr(tcp.addr)} and udp ${formatAddr(udp.addr)}`);
     print("   are two sockets; each server saw only its own protocol.");
+
     print("");
-    return { port, tcp: tcpResult, udp: udpResult };
+    print(
+      '4. Stream vs datagram: "hello" sent as five 1-byte pieces, both ways.',
+    );
+    const hello = encoder.encode("hello");
+    const pieces = Array.from(hello, (byte) => Uint8Array.of(byte));
+    let writes = 0;
+    const trace: Trace = (what) => {
+      if (what.startsWith("wrote")) writes++;
+    };
+    const secondClosed = closeSeen(2);
+    await exchange(hostname, port, hello, { chunk: 1, trace });
+    await secondClosed;
+    const reads = tcpReads.get(2) ?? [];
+    print(
+      `tcp client | ${writes} writes of 1 byte; the server read them in ${reads.length} ${
+        reads.length === 1 ? "read" : "reads"
+      } (${reads.join(" + ")} bytes)`,
+    );
+    const before = udpSizes.length;
+    await sendDatagrams(hostname, port, pieces, { timeoutMs: 5000 });
+    const received = udpSizes.slice(before);
+    print(
+      `udp sender | ${pieces.length} datagrams of 1 byte; the server received ${received.length} datagrams (${
+        received.join(" + ")
+      } bytes)`,
+    );
+    print("   TCP is a byte stream: it keeps the bytes and their order, not");
+    print("   where one write ended (run the demo again: the reads change).");
+    print("   UDP keeps each datagram whole and apart: five in, five out.");
+    print("");
+    return {
+      port,
+      tcp: tcpResult,
+      udp: udpResult,
+      stream: {
+        tcpWrites: writes,
+        tcpReads: reads,
+        udpSent: pieces.length,
+        udpReceived: received,
+      },
+    };
   } finally {
     stop.abort();
     const [ts, us] = await Promise.all([tcpServer, udpServer]);

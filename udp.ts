@@ -1,287 +1,86 @@
 /**
- * udp.ts: a UDP echo server and a one-datagram client, in one file.
+ * udp.ts: a UDP echo server and a sender in one file: datagrams, no connection.
  *
  * What it shows:
- * - UDP has no connection. A server does not accept anyone; it receives
- *   datagrams, and each one arrives with the sender's address and port. To
- *   answer, it sends a datagram back to that address. That is all.
- * - A datagram keeps its boundaries: one send is one receive, whole, never
- *   split and never glued to the next (TCP gives you a byte stream instead).
- * - A datagram can be empty (0 bytes) or as large as 65,507 bytes (IPv4) or
- *   65,527 bytes (IPv6). Whatever does not fit the receive buffer is cut off
- *   without a word, so the buffer here is 65,536 bytes.
- * - TCP and UDP can use the same port number at the same time: run
- *   server.ts and udp.ts both with `--port 9000`.
+ * - UDP has no connection: no listen queue, no accept, no handshake. The
+ *   server binds a port and receives datagrams; each arrives whole, with the
+ *   address and port of whoever sent it, and the answer is one datagram sent
+ *   back to that address.
+ * - A datagram keeps its boundaries: one send is one receive, never split,
+ *   never glued to the next. (TCP is a byte stream that keeps no boundaries.)
+ * - Silence is the only "no": a datagram to a port where nothing listens
+ *   just disappears, so a sender must give up after a timeout.
+ * - An echo must never answer another echo (the port 7 loop, CVE-1999-0103):
+ *   the server refuses every datagram that could start one.
  *
- * Run it (UDP is still unstable in Deno 2, hence --unstable-net):
+ * Run it (UDP is still unstable in Deno 2, hence --unstable-net). In one
+ * terminal the server, in another the sender:
  *
  *   deno run --allow-net=127.0.0.1 --unstable-net udp.ts --port 9000
  *   deno run --allow-net=127.0.0.1 --unstable-net udp.ts send --port 9000 hello
  *
- * Try next: send to a port where nothing listens and watch the silence
- * (`udp.ts send --port 9001 hello`); send an empty datagram
- * (`udp.ts send --port 9000 ''`); start `server.ts --port 9000` next to the
- * UDP server and talk to both; or use another client:
- * `nc -u 127.0.0.1 9000`, or Python's `socket.socket(AF_INET, SOCK_DGRAM)`.
+ * Try next:
+ * - Start the server with `--trace` and send `send --port 9000 --chunk 1
+ *   hello`: five datagrams go out, and the server logs five, one byte each.
+ * - `send --port 9001 hello`, where nothing listens: silence, then the timeout.
+ * - `printf 'a\0b\377' | udp.ts send --port 9000 | xxd`: stdin goes out as
+ *   ONE datagram, byte for byte.
+ * - `server.ts --port 9000` beside it: TCP and UDP share the port number.
+ * - Another client: `nc -u 127.0.0.1 9000`, or Python's
+ *   `socket.socket(socket.AF_INET, socket.SOCK_DGRAM)`.
  */
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+
+// ───── 1. bind ─────
 
 /** Largest UDP payload over IPv4: 65,535 minus 20 (IP header) minus 8 (UDP header). */
 export const MAX_UDP_PAYLOAD_IPV4 = 65_507;
+/** Largest UDP payload over IPv6 (its 40-byte header is not counted in the 65,535). */
+export const MAX_UDP_PAYLOAD_IPV6 = 65_527;
 
 /**
- * Receive buffer size. Deno's `receive()` without a buffer allocates 65,507
- * bytes, and a datagram larger than the buffer is silently truncated; over
- * IPv6 a datagram can carry 65,527 bytes, so 64 KiB leaves room for both.
+ * Receive buffer size: a datagram larger than the buffer it is received into
+ * is cut to fit, silently, and the rest is lost. Deno's `receive()` without a
+ * buffer allocates 65,507 bytes, too small for IPv6's 65,527; 64 KiB holds
+ * the largest datagram of either.
  */
 export const RECEIVE_BUFFER_SIZE = 65_536;
 
-/** What the command line asked for. */
-export interface UdpOptions {
-  /** `serve` (echo server, the default), `send` (one datagram) or `help`. */
-  command: "serve" | "send" | "help";
-  /** Address to bind (serve) or to send to (send), without brackets. */
-  hostname: string;
-  /** Port to bind or to send to. */
-  port: number;
-  /** send: how long to wait for the reply, in milliseconds. */
-  timeoutMs: number;
-  /** serve: print no line per datagram. */
-  quiet: boolean;
-  /** send: the message words, joined by single spaces. */
-  message: string;
-}
-
-/** A command-line mistake: the script prints it with the usage, exit 2. */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
-
-/** The usage text printed by `--help` and after a usage error. */
-export const USAGE =
-  `usage: deno run --allow-net=127.0.0.1 --unstable-net udp.ts [serve] [options]
-       deno run --allow-net=127.0.0.1 --unstable-net udp.ts send [options] MESSAGE...
-
-serve (the default): a UDP echo server. Every datagram goes back to its
-sender unchanged, one datagram out for each datagram in.
-send: sends MESSAGE (the words joined by single spaces, no newline added;
-'' sends an empty datagram) as ONE datagram and prints the reply.
-
-options:
-  --hostname H   serve: address to bind (default 127.0.0.1: only this machine
-                 can reach it). 0.0.0.0 (or ::) opens the echo to every
-                 network this machine is on, and a UDP echo open to the world
-                 can be abused to bounce traffic at others. Deno then needs
-                 --allow-net=0.0.0.0 as well.
-                 send: address or name to send to (default 127.0.0.1)
-  --port N       port, 0..65535; 0 picks a free one (serve) (default 8080)
-  --timeout MS   send: wait MS milliseconds for the reply (default 2000)
-  --quiet        serve: no log line per datagram
-  --help         show this help
-
-The first line of serve's output is "udp listening on HOST:PORT".
-UDP is unstable in Deno 2: without --unstable-net there is no UDP at all.`;
-
 /**
- * Parse the command line. Throws {@link UsageError} with a one-line reason
- * for anything it does not understand; nothing is bound here.
- */
-export function parseUdpArgs(args: string[]): UdpOptions {
-  const options: UdpOptions = {
-    command: "serve",
-    hostname: "127.0.0.1",
-    port: 8080,
-    timeoutMs: 2000,
-    quiet: false,
-    message: "",
-  };
-  const flagArgs = args.includes("--")
-    ? args.slice(0, args.indexOf("--"))
-    : args;
-  if (flagArgs.includes("--help") || flagArgs.includes("-h")) {
-    return { ...options, command: "help" };
-  }
-  const positional: string[] = [];
-  const seen = new Set<string>();
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (arg === "--") {
-      positional.push(...args.slice(i + 1));
-      break;
-    }
-    if (!arg.startsWith("-") || arg === "-") {
-      positional.push(arg);
-      continue;
-    }
-    // `--port 9000` and `--port=9000` both work.
-    const eq = arg.indexOf("=");
-    const flag = eq >= 0 ? arg.slice(0, eq) : arg;
-    const takeValue = (): string => {
-      if (eq >= 0) return arg.slice(eq + 1);
-      if (i + 1 >= args.length) throw new UsageError(`${flag} needs a value`);
-      return args[++i];
-    };
-    seen.add(flag);
-    switch (flag) {
-      case "--hostname": {
-        const host = takeValue().replace(/^\[(.*)\]$/, "$1");
-        if (host === "" || /[\s/\[\]]/.test(host)) {
-          throw new UsageError(`--hostname must be an address or a name`);
-        }
-        options.hostname = host;
-        break;
-      }
-      case "--port": {
-        const value = takeValue();
-        const port = Number(value);
-        if (!/^\d{1,10}$/.test(value) || port > 65535) {
-          throw new UsageError(
-            `--port must be a whole number from 0 to 65535, not ${
-              JSON.stringify(value)
-            }`,
-          );
-        }
-        options.port = port;
-        break;
-      }
-      case "--timeout": {
-        const value = takeValue();
-        const ms = Number(value);
-        if (!/^\d+$/.test(value) || ms < 1 || ms > 2_147_483_647) {
-          throw new UsageError(
-            `--timeout must be a whole number of milliseconds, 1 or more, not ${
-              JSON.stringify(value)
-            }`,
-          );
-        }
-        options.timeoutMs = ms;
-        break;
-      }
-      case "--quiet":
-        if (eq >= 0) throw new UsageError(`--quiet takes no value`);
-        options.quiet = true;
-        break;
-      default:
-        throw new UsageError(`unknown flag ${JSON.stringify(flag)}`);
-    }
-  }
-
-  const [first, ...rest] = positional;
-  if (first === "serve" || first === undefined) {
-    if (rest.length > 0) {
-      throw new UsageError(
-        `serve takes no MESSAGE, got ${JSON.stringify(rest[0])}`,
-      );
-    }
-    if (seen.has("--timeout")) {
-      throw new UsageError(`--timeout is for send only`);
-    }
-    return options;
-  }
-  if (first === "send") {
-    if (rest.length === 0) {
-      throw new UsageError(`send needs a MESSAGE ('' sends an empty datagram)`);
-    }
-    if (seen.has("--quiet")) throw new UsageError(`--quiet is for serve only`);
-    return { ...options, command: "send", message: rest.join(" ") };
-  }
-  throw new UsageError(
-    `unknown subcommand ${JSON.stringify(first)} (use serve or send)`,
-  );
-}
-
-/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:9000`. */
-export function formatAddr(addr: Deno.Addr): string {
-  if ("hostname" in addr) return formatHostPort(addr.hostname, addr.port);
-  if ("path" in addr) return addr.path;
-  return `vsock:${addr.cid}:${addr.port}`;
-}
-
-/** `HOST:PORT` from a host and a port, IPv6 in brackets. */
-export function formatHostPort(hostname: string, port: number): string {
-  return hostname.includes(":")
-    ? `[${hostname}]:${port}`
-    : `${hostname}:${port}`;
-}
-
-/** The host as `--allow-net` wants it: IPv6 in brackets. */
-function allowNetHost(hostname: string): string {
-  return hostname.includes(":") ? `[${hostname}]` : hostname;
-}
-
-/**
- * Turn what Deno throws when opening or using a UDP socket into one plain
- * sentence that names the protocol, the address and what to try.
- */
-function explainUdpError(
-  err: unknown,
-  hostname: string,
-  port: number,
-  grants: string[],
-): string {
-  const where = `udp ${formatHostPort(hostname, port)}`;
-  const message = err instanceof Error ? err.message : String(err);
-  if (err instanceof Deno.errors.AddrInUse) {
-    return `${where} is already in use by another program; ` +
-      `stop it or pick another --port (0 picks a free one)`;
-  }
-  if (err instanceof Deno.errors.NotCapable) {
-    return `Deno did not allow ${where}; run with --allow-net=${
-      [...new Set(grants.map(allowNetHost))].join(",")
-    } (or --allow-net)`;
-  }
-  if (err instanceof Deno.errors.PermissionDenied) {
-    return `the OS refused ${where} (${message}); ` +
-      `ports below 1024 need privileges: try --port 9000`;
-  }
-  if (err instanceof Deno.errors.AddrNotAvailable) {
-    return `cannot use ${where}: that address is not on this machine; ` +
-      `try --hostname 127.0.0.1, ::1 or 0.0.0.0`;
-  }
-  if (/lookup|resolve|name or service|nodename/i.test(message)) {
-    const name = JSON.stringify(hostname);
-    return `cannot resolve the udp host ${name} (${message}); ` +
-      `check the name or use an address such as 127.0.0.1`;
-  }
-  return `${where} failed: ${message}`;
-}
-
-/** Whether `Deno.listenDatagram` exists (only with --unstable-net in Deno 2). */
-function hasListenDatagram(): boolean {
-  return typeof Deno.listenDatagram === "function";
-}
-
-const NEED_UNSTABLE_NET =
-  "UDP needs the --unstable-net flag in Deno 2 (Deno.listenDatagram is missing); " +
-  "run: deno run --allow-net=127.0.0.1 --unstable-net udp.ts";
-
-/**
- * Open a UDP socket bound to `hostname:port` (port 0: the OS picks one).
+ * Open a UDP socket bound to `hostname:port` (port 0: the OS picks a free
+ * one). Binding is all a UDP server does before it can receive: there is no
+ * listen() and no accept(), because there are no connections to accept.
  * Throws an Error whose message is the plain reason (address in use,
  * missing --allow-net grant, missing --unstable-net, ...).
  */
 export function listenUdp(
   { hostname, port }: { hostname: string; port: number },
 ): Deno.DatagramConn {
-  if (!hasListenDatagram()) throw new Error(NEED_UNSTABLE_NET);
+  requireUdp();
   try {
     return Deno.listenDatagram({ transport: "udp", hostname, port });
   } catch (err) {
-    throw new Error(explainUdpError(err, hostname, port, [hostname]), {
-      cause: err,
-    });
+    const where = `udp ${formatAddr({ hostname, port })}`;
+    throw new Error(explainListenError(err, where, hostname), { cause: err });
   }
 }
+
+// ───── 2. receive, 3. reply ─────
 
 /** Options for {@link serveUdp}. */
 export interface ServeUdpOptions {
   /** Abort to stop: the socket is closed and the loop ends. */
   signal?: AbortSignal;
-  /** Where log lines go (default `console.log`). */
+  /** Where log lines go (default: best-effort stdout). */
   log?: (line: string) => void;
+  /** Where warnings go, such as a reply that failed (default: stderr). */
+  warn?: (line: string) => void;
   /** No line per datagram (the summary is the caller's to print). */
   quiet?: boolean;
-  /** Where warnings go, such as a reply that failed (default stderr). */
-  warn?: (line: string) => void;
+  /** `--trace`: a line per datagram received and sent, with its size. */
+  trace?: boolean;
+  /** `--hex`: the bytes of each traced datagram in the xxd layout. */
+  hex?: boolean;
 }
 
 /** What a UDP server did, for the summary line. */
@@ -293,57 +92,51 @@ export interface UdpServeStats {
 
 /**
  * Echo every datagram back to its sender until `signal` aborts, then close
- * the socket. One datagram in, one datagram out, the same bytes: never
- * more out than in, so the server cannot be used to amplify traffic.
+ * the socket. One datagram in, at most one datagram out, the same bytes:
+ * never more out than in, so the server cannot amplify an attack. Datagrams
+ * that could start an echo loop get no answer (see {@link EchoLoopGuard}).
  */
 export async function serveUdp(
   socket: Deno.DatagramConn,
   options: ServeUdpOptions = {},
 ): Promise<UdpServeStats> {
-  const {
-    signal,
-    log = console.log,
-    warn = console.error,
-    quiet = false,
-  } = options;
+  const { signal, log: print = log, warn: warnLine = warn } = options;
+  const { quiet = false, hex = false } = options;
+  const trace = options.trace === true || hex;
   const stats: UdpServeStats = { datagrams: 0, bytesIn: 0, bytesOut: 0 };
   const local = formatAddr(socket.addr);
-  // One buffer for every datagram: receive() fills it and returns a view of
-  // the bytes that arrived. We send that view back before receiving the next
-  // datagram, so nothing is overwritten while still in use. (3.5x the round
-  // trips of receive() without a buffer, which allocates 64 KiB per datagram.)
+  // ONE buffer for every datagram: receive() fills it and returns a view of
+  // the bytes that arrived, which we send back before the next receive()
+  // can overwrite them. (Measured: 3.5x the round trips of a receive()
+  // that allocates a fresh 64 KiB buffer per datagram.)
   const buffer = new Uint8Array(RECEIVE_BUFFER_SIZE);
+  const guard = new EchoLoopGuard(socket.addr, warnLine);
+  // Stopping: a pending receive() ends only when its socket closes. A reply
+  // being sent may finish; the loop checks the signal after it.
   let receiving = false;
   let closed = false;
   const close = () => {
-    if (!closed) {
-      closed = true;
-      socket.close();
-    }
+    if (!closed) socket.close();
+    closed = true;
   };
-  // Stopping: a pending receive() only ends when the socket closes. A reply
-  // being sent is allowed to finish; the loop checks the signal after it.
-  const onAbort = () => {
-    if (receiving) close();
-  };
+  const onAbort = () => receiving && close();
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
     while (!signal?.aborted) {
-      let data: Uint8Array;
-      let from: Deno.Addr;
+      // 2. Receive: one call, one datagram, always whole (if it fits the
+      //    buffer), and the sender's address:port comes with it. No
+      //    connection remembers who the sender was: this `from` is all we
+      //    know, and all we need to reply.
+      let data: Uint8Array, from: Deno.Addr;
       receiving = true;
       try {
         [data, from] = await socket.receive(buffer);
       } catch (err) {
         if (closed || signal?.aborted) break;
         // Windows reports an ICMP "port unreachable" for an earlier reply
-        // as an error on the next receive; the server just carries on.
-        if (
-          err instanceof Deno.errors.ConnectionReset ||
-          err instanceof Deno.errors.ConnectionRefused
-        ) continue;
-        const reason = err instanceof Error ? err.message : String(err);
-        throw new Error(`udp ${local}: receive failed: ${reason}`, {
+        // as an error on the next receive: that sender is gone; go on.
+        if (isIcmpError(err)) continue;
+        throw new Error(`udp ${local}: receive failed: ${errorText(err)}`, {
           cause: err,
         });
       } finally {
@@ -351,28 +144,43 @@ export async function serveUdp(
       }
       stats.datagrams++;
       stats.bytesIn += data.length;
+      const peer = from as Deno.NetAddr;
+      // Never feed a loop: no answer to a datagram whose source may be
+      // another echo (or this one); see EchoLoopGuard below the divider.
+      const refusal = guard.refuse(data, peer);
       if (!quiet) {
-        const remote = formatAddr(from);
-        log(
-          `udp datagram local ${local} remote ${remote} ${data.length} bytes`,
+        print(
+          `udp datagram local ${local} remote ${formatAddr(peer)} ` +
+            `${data.length} bytes` +
+            (refusal === null ? "" : `, not answered: ${refusal}`),
         );
       }
+      if (trace) {
+        const what = `udp received ${data.length} bytes from ${
+          formatAddr(peer)
+        }`;
+        traceBytes(print, what, data, hex);
+      }
+      if (refusal !== null) continue;
+
+      // 3. Reply: send the same bytes back to the address they came from.
+      //    One datagram in, one out, never more.
       try {
-        // The reply goes to whatever address the datagram says it came from.
-        stats.bytesOut += await socket.send(data, from);
+        const sent = await socket.send(data, peer);
+        stats.bytesOut += sent;
+        if (trace) {
+          const what = `udp sent ${sent} bytes to ${formatAddr(peer)}`;
+          traceBytes(print, what, data.subarray(0, sent), hex);
+        }
       } catch (err) {
         if (closed) break;
         // One sender we cannot answer (no permission, unreachable) must not
         // stop the server for everyone else.
-        const to = formatAddr(from);
-        const reason = err instanceof Deno.errors.NotCapable
-          ? `Deno has no permission to send to udp ${to} (a reply goes to ` +
-            `the sender's address, not to the name you bound); run with ` +
-            `--allow-net=${allowNetHost((from as Deno.NetAddr).hostname)}`
-          : err instanceof Error
-          ? err.message
-          : String(err);
-        warn(`warning: udp reply to ${to} failed: ${reason}`);
+        warnLine(
+          `warning: udp reply to ${formatAddr(peer)} failed: ${
+            explainReplyError(err, peer)
+          }`,
+        );
       }
     }
   } finally {
@@ -381,6 +189,8 @@ export async function serveUdp(
   }
   return stats;
 }
+
+// ───── 4. the sender ─────
 
 /** What {@link sendDatagram} got back. */
 export interface UdpReply {
@@ -392,13 +202,647 @@ export interface UdpReply {
   remote: Deno.NetAddr;
 }
 
-/** Whether `hostname` is an IPv4 or IPv6 literal (not a name). */
-function isIpLiteral(hostname: string): boolean {
-  return /^\d{1,3}(\.\d{1,3}){3}$/.test(hostname) || hostname.includes(":");
+/** Options for {@link sendDatagrams}. */
+export interface SendOptions {
+  /** How long to wait for a reply, in ms (after the last send or reply). */
+  timeoutMs?: number;
+  /** Pause between two datagrams, in ms (`--delay`). */
+  delayMs?: number;
+  /** Called after each datagram went out (for `--trace`). */
+  onSent?: (datagram: Uint8Array) => void;
+  /** Called with each reply as it arrives (a view: copy it to keep it). */
+  onReply?: (reply: Uint8Array, from: Deno.NetAddr) => void | Promise<void>;
 }
 
 /**
- * The local address for the sending socket. Loopback destinations get a
+ * Send each of `datagrams` as ONE datagram to `hostname:port`, then wait
+ * for as many replies from that address and port, at most `timeoutMs` for
+ * each. Returns the replies in the order they came.
+ *
+ * Throws an Error whose message is the plain reason; no reply at all is
+ * `no reply from udp HOST:PORT within MS ms`.
+ */
+export async function sendDatagrams(
+  hostname: string,
+  port: number,
+  datagrams: Uint8Array[],
+  options: SendOptions = {},
+): Promise<UdpReply[]> {
+  const { timeoutMs = DEFAULTS.timeoutMs, delayMs = 0 } = options;
+  // Bind a socket of our own on port 0: the OS picks a free (ephemeral)
+  // port, and that port is where the replies will come back to.
+  const socket = listenUdpForSending(hostname, port);
+  const to: Deno.NetAddr = { transport: "udp", hostname, port };
+  const isFromServer = replyFilter(hostname, port);
+  // UDP has no handshake and no "connection refused" on this socket: if
+  // nobody answers, nothing at all happens. Only a clock ends the wait, and
+  // a pending receive() ends only when its socket is closed.
+  let timedOut = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const startClock = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      timedOut = true;
+      socket.close();
+    }, timeoutMs);
+  };
+  const replies: UdpReply[] = [];
+  let handlerError: unknown;
+  // Receive while still sending: replies to the first datagrams can come
+  // back while we pause between the others.
+  const receiving = (async () => {
+    const buffer = new Uint8Array(RECEIVE_BUFFER_SIZE);
+    while (replies.length < datagrams.length) {
+      const [data, from] = await socket.receive(buffer);
+      // Anyone can send to our port; take only what comes from the server.
+      if (!isFromServer(from)) continue;
+      const remote = from as Deno.NetAddr;
+      replies.push({
+        reply: data.slice(),
+        local: socket.addr as Deno.NetAddr,
+        remote,
+      });
+      if (timer !== undefined) startClock();
+      try {
+        await options.onReply?.(data, remote);
+      } catch (err) {
+        handlerError = err; // not the network's fault: pass it on as it is
+        throw err;
+      }
+    }
+  })();
+  receiving.catch(() => {}); // its error is awaited below
+  try {
+    for (const [i, datagram] of datagrams.entries()) {
+      if (i > 0 && delayMs > 0) await sleep(delayMs);
+      await socket.send(datagram, to); // one send(): one datagram
+      options.onSent?.(datagram);
+    }
+    startClock();
+    await receiving;
+    return replies;
+  } catch (err) {
+    if (err === handlerError) throw err;
+    if (timedOut || isIcmpError(err)) {
+      // Other systems (and a *connected* socket, as `nc -u` uses) may hear
+      // an ICMP "port unreachable" as an error; either way: no reply.
+      const got = datagrams.length > 1
+        ? ` (${replies.length} of ${datagrams.length} datagrams answered)`
+        : "";
+      throw new Error(
+        `no reply from udp ${formatAddr(to)} within ${timeoutMs} ms${got}`,
+        { cause: err },
+      );
+    }
+    throw new Error(explainSendError(err, hostname, port), { cause: err });
+  } finally {
+    clearTimeout(timer);
+    if (!timedOut) socket.close();
+    await receiving.catch(() => {});
+  }
+}
+
+/**
+ * Send `payload` as ONE datagram to `hostname:port` and wait up to
+ * `timeoutMs` for the one datagram that comes back.
+ */
+export async function sendDatagram(
+  hostname: string,
+  port: number,
+  payload: Uint8Array,
+  timeoutMs: number,
+): Promise<UdpReply> {
+  const [reply] = await sendDatagrams(hostname, port, [payload], { timeoutMs });
+  return reply;
+}
+
+// The entry runs once the whole file is loaded: `main` needs the plumbing
+// below, which is not defined yet at this line.
+if (import.meta.main) addEventListener("load", () => runMain(main, USAGE));
+
+// ───── plumbing: flags, usage, errors, signals, limits ─────
+
+/** What the command line asked for. */
+export interface UdpOptions {
+  /** `serve` (echo server, the default), `send` or `help`. */
+  command: "serve" | "send" | "help";
+  /** Address to bind (serve) or to send to (send), without brackets. */
+  hostname: string;
+  /** Port to bind or to send to. */
+  port: number;
+  /** send: how long to wait for each reply, in milliseconds. */
+  timeoutMs: number;
+  /** serve: print no line per datagram. */
+  quiet: boolean;
+  /** A line per datagram sent and received, with its size. */
+  trace: boolean;
+  /** Under each traced line, the bytes in the xxd layout (implies trace). */
+  hex: boolean;
+  /** send: the MESSAGE words joined by single spaces; null: read stdin. */
+  message: string | null;
+  /** send: split the payload into datagrams of at most this many bytes (0: one datagram). */
+  chunk: number;
+  /** send: pause between two datagrams, in milliseconds. */
+  delayMs: number;
+}
+
+/** The defaults, as `--help` shows them. */
+export const DEFAULTS = {
+  hostname: "127.0.0.1",
+  port: 8080,
+  timeoutMs: 2000,
+} as const;
+
+/** The most `send` reads from stdin when it is cut with --chunk. */
+export const MAX_STDIN_BYTES = 16 << 20;
+
+/** The usage text printed by `--help` and after a usage error. */
+export const USAGE =
+  `usage: deno run --allow-net=127.0.0.1 --unstable-net udp.ts [serve] [options]
+       deno run --allow-net=127.0.0.1 --unstable-net udp.ts send [options] [MESSAGE...]
+
+serve (the default): a UDP echo server. Every datagram goes back to its
+sender unchanged, one datagram out for each datagram in. Datagrams that
+could start an echo loop get no answer: from source port 0, from ports
+below 1024 (echo, chargen...), from the server's own address and port, and
+from a peer that keeps sending back exactly what it was just sent.
+
+send: sends MESSAGE (text: the words joined by single spaces, UTF-8, no
+newline added; '' sends an empty datagram) as ONE datagram and prints the
+reply on stdout. Without MESSAGE it sends stdin, byte for byte, as ONE
+datagram: the way to send binary data.
+
+options:
+  --hostname H   serve: address to bind (default ${DEFAULTS.hostname}: only this
+                 machine can reach it). 0.0.0.0 (or ::) opens the echo to every
+                 network this machine is on, and a UDP echo open to the world
+                 can be abused to bounce traffic at others. Deno then needs
+                 --allow-net=0.0.0.0 as well.
+                 send: address or name to send to (default ${DEFAULTS.hostname})
+  --port N       port, 0..65535; 0 picks a free one (serve); send needs
+                 1..65535 (default ${DEFAULTS.port})
+  --timeout MS   send: wait MS milliseconds for each reply (default ${DEFAULTS.timeoutMs})
+  --chunk N      send: cut the payload into datagrams of at most N bytes,
+                 sent one after another; each reply is printed
+  --delay MS     send: with --chunk, pause MS milliseconds between datagrams
+  --quiet        serve: no log line per datagram
+  --trace        a line per datagram: serve on stdout ("udp received 5 bytes
+                 from ..."), send on stderr ("sent 5 bytes")
+  --hex          with each traced datagram, its bytes as xxd shows them
+                 (implies --trace)
+  --help         show this help
+
+The first line of serve's output is "udp listening on HOST:PORT".
+UDP is unstable in Deno 2: without --unstable-net there is no UDP at all.`;
+
+/** The flags, for `parseFlags` (node:util's parseArgs). */
+const FLAGS = {
+  hostname: { type: "string" },
+  port: { type: "string" },
+  timeout: { type: "string" },
+  chunk: { type: "string" },
+  delay: { type: "string" },
+  quiet: { type: "boolean" },
+  trace: { type: "boolean" },
+  hex: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} satisfies ParseArgsOptionsConfig;
+
+/** Flags that belong to one subcommand only. */
+const ONLY_FOR: Record<string, "serve" | "send"> = {
+  timeout: "send",
+  chunk: "send",
+  delay: "send",
+  quiet: "serve",
+};
+
+/**
+ * Parse the command line. Throws {@link UsageError} with a one-line reason
+ * for anything it does not understand; nothing is bound here.
+ */
+export function parseUdpArgs(args: string[]): UdpOptions {
+  const options: UdpOptions = {
+    command: "serve",
+    ...DEFAULTS,
+    quiet: false,
+    trace: false,
+    hex: false,
+    message: null,
+    chunk: 0,
+    delayMs: 0,
+  };
+  // --help wins over everything before a `--`, even a bad flag.
+  const dashes = args.indexOf("--");
+  const flagArgs = dashes >= 0 ? args.slice(0, dashes) : args;
+  if (flagArgs.includes("--help") || flagArgs.includes("-h")) {
+    return { ...options, command: "help" };
+  }
+  const { values, positionals } = parseFlags(args, FLAGS, true);
+  const [first, ...rest] = positionals;
+  if (first === "send") options.command = "send";
+  else if (first !== undefined && first !== "serve") {
+    throw new UsageError(
+      `unknown subcommand ${JSON.stringify(first)} (use serve or send)`,
+    );
+  }
+  const command = options.command;
+  for (const [flag, only] of Object.entries(ONLY_FOR)) {
+    if (flag in values && only !== command) {
+      throw new UsageError(`--${flag} is for ${only} only`);
+    }
+  }
+  if (values.hostname !== undefined) {
+    options.hostname = parseHostname(values.hostname);
+  }
+  if (values.port !== undefined) {
+    // A sender needs a real destination: nobody can receive on port 0.
+    const min = command === "send" ? 1 : 0;
+    options.port = parseInteger("--port", values.port, min, 65535);
+  }
+  if (values.timeout !== undefined) {
+    options.timeoutMs = parseInteger(
+      "--timeout",
+      values.timeout,
+      1,
+      2 ** 31 - 1,
+    );
+  }
+  if (values.chunk !== undefined) {
+    options.chunk = parseInteger(
+      "--chunk",
+      values.chunk,
+      1,
+      MAX_UDP_PAYLOAD_IPV6,
+    );
+  }
+  if (values.delay !== undefined) {
+    if (values.chunk === undefined) {
+      throw new UsageError(
+        `--delay is for --chunk (a pause between datagrams)`,
+      );
+    }
+    options.delayMs = parseInteger("--delay", values.delay, 0, 2 ** 31 - 1);
+  }
+  options.quiet = values.quiet === true;
+  options.hex = values.hex === true;
+  options.trace = values.trace === true || options.hex;
+  if (command === "serve" && rest.length > 0) {
+    throw new UsageError(
+      `serve takes no MESSAGE, got ${JSON.stringify(rest[0])}`,
+    );
+  }
+  if (command === "send" && rest.length > 0) options.message = rest.join(" ");
+  return options;
+}
+
+/** The command-line program: returns the exit status, or throws. */
+export async function main(args: string[]): Promise<number> {
+  const options = parseUdpArgs(args);
+  if (options.command === "help") {
+    await writeStdout(USAGE + "\n");
+    return 0;
+  }
+  requireUdp();
+  return options.command === "send"
+    ? await mainSend(options)
+    : await mainServe(options);
+}
+
+/** `udp.ts serve`: bind, say so, echo until SIGINT/SIGTERM, sum up. */
+async function mainServe(options: UdpOptions): Promise<number> {
+  const socket = listenUdp(options);
+  // Catch Ctrl-C and SIGTERM before saying we listen: whoever reads that
+  // line may stop us at once. Stopping closes the socket at once, so a
+  // second signal has nothing left to hurry.
+  const controller = new AbortController();
+  const removeSignals = onStopSignals(() => controller.abort());
+  try {
+    log(`udp listening on ${formatAddr(socket.addr)}`);
+    const stats = await serveUdp(socket, {
+      signal: controller.signal,
+      quiet: options.quiet,
+      trace: options.trace,
+      hex: options.hex,
+    });
+    log(
+      `udp server stopped: ${stats.datagrams} datagrams, ` +
+        `${stats.bytesIn} bytes in, ${stats.bytesOut} bytes out`,
+    );
+  } finally {
+    removeSignals();
+  }
+  return 0;
+}
+
+/** `udp.ts send`: MESSAGE or stdin, as one datagram or --chunk pieces. */
+async function mainSend(options: UdpOptions): Promise<number> {
+  const payload = options.message !== null
+    ? new TextEncoder().encode(options.message)
+    : await readStdin(
+      options.chunk > 0 ? MAX_STDIN_BYTES : MAX_UDP_PAYLOAD_IPV6,
+    );
+  const datagrams = splitPayload(payload, options.chunk);
+  const trace = (what: string, bytes: Uint8Array) =>
+    traceBytes(warn, `${what} ${bytes.length} bytes`, bytes, options.hex);
+  await sendDatagrams(options.hostname, options.port, datagrams, {
+    timeoutMs: options.timeoutMs,
+    delayMs: options.delayMs,
+    onSent: options.trace ? (d) => trace("sent", d) : undefined,
+    onReply: async (reply) => {
+      if (options.trace) trace("received", reply);
+      // The reply is data: raw bytes to stdout, like nc.
+      await writeStdout(reply);
+    },
+  });
+  return 0;
+}
+
+/**
+ * Cut `payload` into datagrams of at most `chunk` bytes (0: one datagram).
+ * An empty payload is one empty datagram. A datagram bigger than any UDP
+ * datagram can be is an Error that says what to do.
+ */
+export function splitPayload(payload: Uint8Array, chunk: number): Uint8Array[] {
+  if (chunk <= 0) {
+    if (payload.length > MAX_UDP_PAYLOAD_IPV6) {
+      throw new Error(
+        `${payload.length} bytes do not fit in one UDP datagram (at most ` +
+          `${MAX_UDP_PAYLOAD_IPV4} bytes over IPv4, ${MAX_UDP_PAYLOAD_IPV6} ` +
+          `over IPv6); send less, or cut it into datagrams with --chunk N`,
+      );
+    }
+    return [payload];
+  }
+  const datagrams: Uint8Array[] = [];
+  for (let at = 0; at < payload.length; at += chunk) {
+    datagrams.push(payload.subarray(at, at + chunk));
+  }
+  return datagrams.length > 0 ? datagrams : [payload];
+}
+
+/**
+ * All of stdin, byte for byte (not text: a NUL or a byte that is not UTF-8
+ * stays as it is), up to `limit` bytes; more is an Error.
+ */
+async function readStdin(limit: number): Promise<Uint8Array> {
+  if (Deno.stdin.isTerminal()) {
+    warn("(no MESSAGE: type the datagram, then Ctrl-D to send it)");
+  }
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const buffer = new Uint8Array(64 * 1024);
+  while (true) {
+    const n = await Deno.stdin.read(buffer);
+    if (n === null) break;
+    total += n;
+    if (total > limit) {
+      throw new Error(
+        limit < MAX_STDIN_BYTES
+          ? `stdin has more than ${limit} bytes, more than one UDP datagram ` +
+            `can carry; send less, or cut it into datagrams with --chunk N`
+          : `stdin has more than ${limit} bytes; send at most that much`,
+      );
+    }
+    chunks.push(buffer.slice(0, n));
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/** Resolve after `ms` milliseconds. */
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// ----- limits: the echo-loop guard -----
+
+/** A loop is this many exact returns in a row... */
+export const LOOP_RETURNS = 32;
+/** ...each within this many ms of our reply it returns. */
+export const LOOP_WINDOW_MS = 1000;
+/** A peer caught looping gets no answer for this long. */
+export const LOOP_MUTE_MS = 10_000;
+/** Replies remembered (a fixed table: the memory never grows). */
+const REPLY_SLOTS = 1024;
+/** Peers muted at once, and sources warned about, at most. */
+const MAX_REMEMBERED = 1024;
+
+/**
+ * Decides which datagrams an echo must not answer, because the answer could
+ * feed an endless loop (the echo/chargen storm of CVE-1999-0103, CERT
+ * CA-1996-01). Anyone can forge a UDP source address: a datagram "from"
+ * another echo server makes the two answer each other forever. So:
+ *
+ * - source port 0: no socket can receive there; it is forged or broken;
+ * - source port below 1024: where echo (7), daytime (13), chargen (19) and
+ *   time (37) live; inetd and xinetd drop these too;
+ * - this server's own address and port: the answer would come straight
+ *   back to us, forever;
+ * - a peer that returns exactly what we just sent it, {@link LOOP_RETURNS}
+ *   times in a row, each within {@link LOOP_WINDOW_MS}: that is another echo
+ *   (or a client doing the same): no answer for {@link LOOP_MUTE_MS}.
+ *
+ * Each case is one warning line, never one per datagram. The cost per
+ * datagram: one hash of the payload and one table slot; the memory is fixed.
+ */
+export class EchoLoopGuard {
+  #host: string;
+  #port: number;
+  #wildcard: boolean;
+  #warn: (line: string) => void;
+  #seed = crypto.getRandomValues(new Uint32Array(1))[0];
+  // The reply table, a row of 4 numbers per slot (one cache line): the
+  // fingerprint of a reply and its peer, the peer's port, when we sent it,
+  // and how many exact returns in a row led to it. Slot: fingerprint & mask.
+  #table = new Int32Array(REPLY_SLOTS * 4);
+  #start = Date.now();
+  #muted = new Map<string, number>();
+  #warned = new Set<string>();
+
+  constructor(local: Deno.Addr, warnLine: (line: string) => void = warn) {
+    const addr = local as Deno.NetAddr;
+    this.#host = addr.hostname ?? "";
+    this.#port = addr.port ?? -1;
+    this.#wildcard = this.#host === "0.0.0.0" || this.#host === "::";
+    this.#warn = warnLine;
+  }
+
+  /**
+   * Whether to answer `data` from `from`: null to answer (the guard then
+   * remembers the reply), or why not, in a few words for the log line.
+   */
+  refuse(
+    data: Uint8Array,
+    from: Deno.NetAddr,
+    now = Date.now(),
+  ): string | null {
+    const { hostname, port } = from;
+    if (port === 0) {
+      return this.#once(
+        "port 0",
+        from,
+        "source port 0 (no socket can receive there: a forged or broken sender)",
+      );
+    }
+    if (port < 1024) {
+      return this.#once(
+        "port below 1024",
+        from,
+        "source port below 1024, where echo, chargen, daytime and time " +
+          "live: answering could start an endless loop (CVE-1999-0103); " +
+          "inetd and xinetd drop these too",
+      );
+    }
+    if (
+      port === this.#port && (hostname === this.#host || this.#wildcard)
+    ) {
+      return this.#once(
+        "own address",
+        from,
+        "that is this server's own address and port (a forged source): " +
+          "the answer would come straight back, forever",
+      );
+    }
+    if (this.#muted.size > 0) {
+      const until = this.#muted.get(`${hostname}:${port}`);
+      if (until !== undefined) {
+        if (now < until) return "echo loop, muted";
+        this.#muted.delete(`${hostname}:${port}`);
+      }
+    }
+    // Is this exactly what we sent this peer a moment ago, coming back?
+    const hash = fingerprint(data, this.#seed ^ peerHash(hostname, port));
+    const row = (hash & (REPLY_SLOTS - 1)) * 4;
+    const table = this.#table;
+    // Milliseconds since the guard started, as an int32 (it wraps after 24
+    // days; the subtraction below is right across the wrap).
+    const ms = (now - this.#start) | 0;
+    let returns = 0;
+    if (
+      table[row] === hash && table[row + 1] === port &&
+      ((ms - table[row + 2]) | 0) <= LOOP_WINDOW_MS
+    ) {
+      returns = table[row + 3] + 1;
+      if (returns >= LOOP_RETURNS) {
+        table[row + 1] = -1; // forget this reply
+        this.#mute(`${hostname}:${port}`, now);
+        this.#warn(
+          `warning: udp ${formatAddr(from)} sent back exactly what it was ` +
+            `sent, ${returns} times in a row: an echo loop (another echo ` +
+            `server?); not answering it for ${LOOP_MUTE_MS / 1000} s`,
+        );
+        return "echo loop, muted";
+      }
+    }
+    // We are going to answer: remember the reply (it is `data` itself).
+    table[row] = hash;
+    table[row + 1] = port;
+    table[row + 2] = ms;
+    table[row + 3] = returns;
+    return null;
+  }
+
+  #mute(peer: string, now: number): void {
+    if (this.#muted.size >= MAX_REMEMBERED) {
+      // Full: forget the oldest mute (a Map keeps insertion order).
+      this.#muted.delete(this.#muted.keys().next().value!);
+    }
+    this.#muted.set(peer, now + LOOP_MUTE_MS);
+  }
+
+  /** Refuse for `rule`, with one warning per rule and source. */
+  #once(rule: string, from: Deno.NetAddr, why: string): string {
+    const key = `${rule} ${from.hostname} ${from.port}`;
+    if (!this.#warned.has(key) && this.#warned.size <= MAX_REMEMBERED) {
+      this.#warned.add(key);
+      this.#warn(
+        this.#warned.size > MAX_REMEMBERED
+          ? `warning: udp: more than ${MAX_REMEMBERED} sources not answered; ` +
+            `no more warnings about them`
+          : `warning: udp: not answering ${formatAddr(from)}: ${why}`,
+      );
+    }
+    return rule === "own address"
+      ? "from this server's own address"
+      : `source ${rule}`;
+  }
+}
+
+/** A 32-bit hash of a peer's address and port, to seed {@link fingerprint}. */
+function peerHash(hostname: string, port: number): number {
+  let h = Math.imul(port, 0x9e3779b1);
+  for (let i = 0; i < hostname.length; i++) {
+    h = Math.imul(h ^ hostname.charCodeAt(i), 0x5bd1e995);
+  }
+  return h;
+}
+
+/**
+ * A 32-bit fingerprint of `data`: its length, its first 32 bytes, its last
+ * 4 and 8 words of 4 bytes spread over the rest. Enough to tell a datagram
+ * that comes back unchanged from the next one of a conversation (which
+ * differs in its length, its header or somewhere in its body), at a fixed
+ * cost of at most 17 reads, whatever the size. `seed` differs per process,
+ * so two servers never share table slots for the same bytes.
+ */
+export function fingerprint(data: Uint8Array, seed = 0): number {
+  const n = data.length;
+  let h = Math.imul(seed ^ n, 0x5bd1e995);
+  if (n < 32) {
+    for (let i = 0; i < n; i++) h = Math.imul(h ^ data[i], 0x5bd1e995);
+    return h ^ (h >>> 15);
+  }
+  const view = new DataView(data.buffer, data.byteOffset, n);
+  for (let i = 0; i < 32; i += 4) {
+    h = Math.imul(h ^ view.getInt32(i, true), 0x5bd1e995);
+  }
+  const step = Math.max(4, ((n - 32) >>> 3) & ~3);
+  for (let i = 32; i + 4 <= n; i += step) {
+    h = Math.imul(h ^ view.getInt32(i, true), 0x5bd1e995);
+  }
+  h = Math.imul(h ^ view.getInt32(n - 4, true), 0x5bd1e995);
+  return h ^ (h >>> 15);
+}
+
+// ----- errors, explained -----
+
+/** UDP needs `--unstable-net` in Deno 2: say so, instead of a TypeError. */
+function requireUdp(): void {
+  if (typeof Deno.listenDatagram !== "function") {
+    throw new Error(
+      "UDP needs the --unstable-net flag in Deno 2 (Deno.listenDatagram is " +
+        "missing); run: deno run --allow-net=127.0.0.1 --unstable-net udp.ts",
+    );
+  }
+}
+
+/** An ICMP "unreachable" surfacing as an error on an unconnected socket. */
+function isIcmpError(err: unknown): boolean {
+  return err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.ConnectionRefused;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Why a reply to `to` could not be sent, for the warning line. */
+function explainReplyError(err: unknown, to: Deno.NetAddr): string {
+  if (err instanceof Deno.errors.NotCapable) {
+    return `Deno has no permission to send to udp ${formatAddr(to)} (a ` +
+      `reply goes to the sender's address, not to the name you bound); ` +
+      `run with --allow-net=${allowNetHost(to.hostname)}`;
+  }
+  return errorText(err);
+}
+
+/**
+ * The local address for a sending socket. Loopback destinations get a
  * loopback socket (so `--allow-net=127.0.0.1` is enough); anything else gets
  * the wildcard of the right family and the OS picks the outgoing interface.
  */
@@ -409,6 +853,85 @@ function localAddressFor(hostname: string): string {
   return "0.0.0.0";
 }
 
+/** Bind the sending socket, with errors that name both grants send needs. */
+function listenUdpForSending(
+  hostname: string,
+  port: number,
+): Deno.DatagramConn {
+  requireUdp();
+  const bindHost = localAddressFor(hostname);
+  try {
+    return Deno.listenDatagram({
+      transport: "udp",
+      hostname: bindHost,
+      port: 0,
+    });
+  } catch (err) {
+    if (err instanceof Deno.errors.NotCapable) {
+      throw new Error(
+        `Deno did not allow udp to ${formatAddr({ hostname, port })} ` +
+          `(sending needs a local socket on ${bindHost}); run with ` +
+          `--allow-net=${grantsFor(hostname)} (or --allow-net)`,
+        { cause: err },
+      );
+    }
+    throw new Error(explainSendError(err, hostname, port), { cause: err });
+  }
+}
+
+/** The `--allow-net` list that `send` to `hostname` needs. */
+function grantsFor(hostname: string): string {
+  const hosts = new Set([localAddressFor(hostname), hostname]);
+  return [...hosts].map(allowNetHost).join(",");
+}
+
+/** One sentence for a failure of `send`, naming the destination. */
+function explainSendError(
+  err: unknown,
+  hostname: string,
+  port: number,
+): string {
+  const where = `udp ${formatAddr({ hostname, port })}`;
+  const message = errorText(err);
+  if (err instanceof Deno.errors.NotCapable) {
+    return `Deno did not allow ${where}; run with --allow-net=${
+      grantsFor(hostname)
+    } (or --allow-net)`;
+  }
+  if (/lookup|resolve|Name or service not known|No address/i.test(message)) {
+    return `cannot resolve the udp host ${JSON.stringify(hostname)} ` +
+      `(${message}); check the name or use an address such as 127.0.0.1`;
+  }
+  if (/Message too long|os error (90|40)\b/.test(message)) {
+    return `${where}: the datagram is too big for the network (${message}); ` +
+      `send less, or cut it into datagrams with --chunk N`;
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return `cannot send to ${where}: no route from this machine (${message})`;
+  }
+  return `sending to ${where} failed: ${message}`;
+}
+
+/**
+ * Which datagrams count as the reply: from the port we sent to, and from
+ * the address we sent to. A wildcard destination (0.0.0.0, ::) reaches this
+ * machine, which answers from a real address (127.0.0.1): accept any. A name
+ * may resolve to several addresses: accept any, as `nc -u` does.
+ */
+function replyFilter(
+  hostname: string,
+  port: number,
+): (from: Deno.Addr) => boolean {
+  const literal = /^\d{1,3}(\.\d{1,3}){3}$/.test(hostname) ||
+    hostname.includes(":");
+  const expected = literal ? canonicalHost(hostname) : null;
+  const anyHost = expected === null || expected === "0.0.0.0" ||
+    expected === "::";
+  return (from) =>
+    from.transport === "udp" && from.port === port &&
+    (anyHost || canonicalHost(from.hostname) === expected);
+}
+
 /** The canonical spelling of an IP literal (`0:0::1` is `::1`). */
 function canonicalHost(hostname: string): string {
   return new URL(`http://${allowNetHost(hostname)}`).hostname.replace(
@@ -417,176 +940,292 @@ function canonicalHost(hostname: string): string {
   );
 }
 
-/**
- * Send `payload` as ONE datagram to `hostname:port` and wait up to
- * `timeoutMs` for one datagram back from that address and port.
- *
- * Throws an Error whose message is the plain reason; no reply at all is
- * `no reply from udp HOST:PORT within MS ms`.
- */
-export async function sendDatagram(
-  hostname: string,
-  port: number,
-  payload: Uint8Array,
-  timeoutMs: number,
-): Promise<UdpReply> {
-  const where = formatHostPort(hostname, port);
-  const noReply = `no reply from udp ${where} within ${timeoutMs} ms`;
-  const bindHost = localAddressFor(hostname);
-  const socket = listenUdpForSending(bindHost, hostname, port);
-  const destination: Deno.NetAddr = { transport: "udp", hostname, port };
-  // UDP has no handshake, so there is nothing to wait for but the reply.
-  // A receive() cannot be cancelled on its own: closing the socket ends it.
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    socket.close();
-  }, timeoutMs);
-  try {
-    await socket.send(payload, destination);
-    const buffer = new Uint8Array(RECEIVE_BUFFER_SIZE);
-    const expectedHost = isIpLiteral(hostname) ? canonicalHost(hostname) : null;
-    while (true) {
-      const [data, from] = await socket.receive(buffer);
-      if (from.transport !== "udp") continue;
-      // Anyone can send a datagram to our port. Like a connected socket
-      // (`nc -u`), take only the one that comes from where we sent ours.
-      if (from.port !== port) continue;
-      if (
-        expectedHost !== null && canonicalHost(from.hostname) !== expectedHost
-      ) {
-        continue;
-      }
-      return {
-        reply: data.slice(),
-        local: socket.addr as Deno.NetAddr,
-        remote: from,
-      };
-    }
-  } catch (err) {
-    // Nobody listening? UDP has no connection and no handshake, so there is
-    // nothing to refuse: the datagram leaves, and silence is the answer.
-    // The other host's OS may send back an ICMP "port unreachable" (Linux
-    // does, even on loopback), but only a *connected* UDP socket hears it,
-    // as a "connection refused" error (`nc -u` and Python after connect()
-    // do). Deno's UDP sockets are never connected, so on Linux we just time
-    // out; other systems (Windows: "connection reset") can surface the ICMP
-    // message on an unconnected socket. Either way: no reply.
-    if (
-      timedOut || err instanceof Deno.errors.ConnectionRefused ||
-      err instanceof Deno.errors.ConnectionReset
-    ) {
-      throw new Error(noReply, { cause: err });
-    }
-    const grants = [bindHost, hostname];
-    throw new Error(explainUdpError(err, hostname, port, grants), {
-      cause: err,
-    });
-  } finally {
-    clearTimeout(timer);
-    if (!timedOut) socket.close();
-  }
-}
+// ===== shared block: begin =====
+// The same lines stand in server.ts, http.ts, client.ts and udp.ts, so each
+// file runs alone when copied; tests/shared_block_test.ts keeps them equal.
+// Change one copy, then paste it into the other three.
 
-/** Bind the sending socket, with errors that name both grants send needs. */
-function listenUdpForSending(
-  bindHost: string,
-  hostname: string,
-  port: number,
-): Deno.DatagramConn {
-  if (!hasListenDatagram()) throw new Error(NEED_UNSTABLE_NET);
+/** A bad command line: the reason is printed with the usage, exit 2. */
+export class UsageError extends Error {}
+
+/**
+ * Parse `args` with `parseArgs` from `node:util` (built into Deno), turning
+ * its errors into one-line {@link UsageError}s a person can act on.
+ */
+export function parseFlags<T extends ParseArgsOptionsConfig>(
+  args: string[],
+  options: T,
+  allowPositionals = false,
+) {
   try {
-    return Deno.listenDatagram({
-      transport: "udp",
-      hostname: bindHost,
-      port: 0,
-    });
+    return parseArgs({ args, options, allowPositionals, strict: true });
   } catch (err) {
-    const grants = [bindHost, hostname];
-    const reason = err instanceof Deno.errors.NotCapable
-      ? `Deno did not allow udp to ${formatHostPort(hostname, port)} ` +
-        `(sending needs a local socket on ${bindHost}); ` +
-        `run with --allow-net=${
-          [...new Set(grants.map(allowNetHost))].join(",")
-        } (or --allow-net)`
-      : explainUdpError(err, bindHost, 0, grants);
-    throw new Error(reason, { cause: err });
+    const message = err instanceof Error ? err.message : String(err);
+    const flag = /'(-[^' ]*)/.exec(message)?.[1] ?? "";
+    const code = (err as { code?: string }).code;
+    if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+      throw new UsageError(`unknown flag ${JSON.stringify(flag)}`);
+    }
+    if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
+      const arg = /'([^']*)'/.exec(message)?.[1] ?? "";
+      throw new UsageError(`unexpected argument ${JSON.stringify(arg)}`);
+    }
+    if (/does not take an argument/.test(message)) {
+      throw new UsageError(`${flag} takes no value`);
+    }
+    if (/ambiguous/.test(message)) {
+      throw new UsageError(
+        `${flag} needs a value; for one that starts with "-", write ${flag}=VALUE`,
+      );
+    }
+    if (/argument missing/.test(message)) {
+      throw new UsageError(`${flag} needs a value`);
+    }
+    throw new UsageError(message.split("\n")[0]);
   }
 }
 
 /**
- * Call `onStop` on SIGINT (Ctrl+C) or SIGTERM. Returns a function that
- * removes the listeners again.
+ * Check `--hostname`: an IPv4 or IPv6 literal (`::1` or `[::1]`) or a name.
+ * Host and port in one (`127.0.0.1:8080`) is the usual slip: say so.
  */
-export function onStopSignals(onStop: () => void): () => void {
+export function parseHostname(text: string): string {
+  const bracketed = /^\[([^\]]*)\](:\d+)?$/.exec(text);
+  const host = bracketed ? bracketed[1] : text;
+  if (bracketed?.[2] || (!bracketed && /^[^:]*:\d*$/.test(text))) {
+    throw new UsageError(
+      `--hostname takes no port (${JSON.stringify(text)}); use --port`,
+    );
+  }
+  if (!/^[0-9A-Za-z.:_%-]+$/.test(host)) {
+    throw new UsageError(
+      `--hostname: not an address or name: ${JSON.stringify(text)}`,
+    );
+  }
+  return host;
+}
+
+/** A whole number from `min` to `max`, or a {@link UsageError}. */
+export function parseInteger(
+  flag: string,
+  text: string,
+  min: number,
+  max: number,
+): number {
+  const n = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= max)) {
+    throw new UsageError(
+      `${flag} must be a whole number from ${min} to ${max}, not ${
+        JSON.stringify(text)
+      }`,
+    );
+  }
+  return n;
+}
+
+/** A number of seconds, 0 or more (`0.5` allowed), or a {@link UsageError}. */
+export function parseSeconds(flag: string, text: string): number {
+  const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 0)) {
+    throw new UsageError(
+      `${flag} must be a number of seconds, 0 or more, not ${
+        JSON.stringify(text)
+      }`,
+    );
+  }
+  return n;
+}
+
+/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
+export function formatAddr(
+  addr: Deno.Addr | { hostname: string; port: number },
+): string {
+  if (!("hostname" in addr)) return "path" in addr ? addr.path : addr.transport;
+  return addr.hostname.includes(":")
+    ? `[${addr.hostname}]:${addr.port}`
+    : `${addr.hostname}:${addr.port}`;
+}
+
+/** A host as `--allow-net` wants it: IPv6 in brackets. */
+export function allowNetHost(hostname: string): string {
+  return hostname.includes(":") ? `[${hostname}]` : hostname;
+}
+
+/**
+ * Why a listening socket could not be opened, in one sentence that names
+ * the protocol and address (`where`, e.g. `tcp 127.0.0.1:8080`) and what to
+ * try: another program has the port, Deno lacks the grant, the OS refuses a
+ * low port, the address is not this machine's, the name does not resolve.
+ */
+export function explainListenError(
+  err: unknown,
+  where: string,
+  hostname: string,
+): string {
+  if (err instanceof Deno.errors.AddrInUse) {
+    return `${where} is already in use: another program is listening there; stop it, or pick another --port (--port 0 picks a free one)`;
+  }
+  if (err instanceof Deno.errors.NotCapable) {
+    return `Deno has no permission to listen on ${where}; run again with --allow-net=${
+      allowNetHost(hostname)
+    }`;
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return `the OS refused to let this process listen on ${where} (ports below 1024 need privileges); use a port from 1024 up`;
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return `cannot listen on ${where}: that address does not belong to this machine; try 127.0.0.1`;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  if (/lookup|resolve|Name or service not known|No address/i.test(message)) {
+    return `cannot listen on ${where}: the name ${
+      JSON.stringify(hostname)
+    } does not resolve to an address; check the spelling or use an address such as 127.0.0.1`;
+  }
+  return `cannot listen on ${where}: ${message}`;
+}
+
+/** Anything with a `write` that may take only part of the bytes. */
+export interface Writer {
+  write(p: Uint8Array): Promise<number>;
+}
+
+/**
+ * Write all of `data`: `write()` may accept only part of it per call, so
+ * loop. `onWrite`, if given, sees each piece a single write() took.
+ */
+export async function writeAll(
+  writer: Writer,
+  data: Uint8Array,
+  onWrite?: (piece: Uint8Array) => void,
+): Promise<void> {
+  let written = 0;
+  while (written < data.length) {
+    const n = await writer.write(data.subarray(written));
+    if (onWrite) onWrite(data.subarray(written, written + n));
+    written += n;
+  }
+}
+
+/**
+ * Print a log line on stdout. Logging is best effort: when stdout cannot
+ * be written (terminal closed, disk full, /dev/full, a closed pipe) the
+ * program goes on serving, and says so once on stderr.
+ */
+export function log(line: string): void {
+  try {
+    console.log(line);
+  } catch (err) {
+    if (logFailed) return;
+    logFailed = true;
+    warn(
+      `warning: cannot write to stdout (${
+        err instanceof Error ? err.message : err
+      }); going on without log lines`,
+    );
+  }
+}
+let logFailed = false;
+
+/** Print a line on stderr; if even that fails, there is nowhere to say so. */
+export function warn(line: string): void {
+  try {
+    console.error(line);
+  } catch { /* stderr is gone too */ }
+}
+
+/** The `xxd` layout: offset, 16 bytes in hex by pairs, the bytes as ASCII. */
+export function hexDump(bytes: Uint8Array): string[] {
+  const lines: string[] = [];
+  for (let offset = 0; offset < bytes.length; offset += 16) {
+    const row = bytes.subarray(offset, offset + 16);
+    let hex = "";
+    let text = "";
+    for (let i = 0; i < row.length; i++) {
+      hex += row[i].toString(16).padStart(2, "0") + (i % 2 ? " " : "");
+      text += row[i] >= 0x20 && row[i] < 0x7f
+        ? String.fromCharCode(row[i])
+        : ".";
+    }
+    lines.push(
+      `${offset.toString(16).padStart(8, "0")}: ${hex.padEnd(40)} ${text}`,
+    );
+  }
+  return lines;
+}
+
+/**
+ * `--trace`: one line for one read, write or datagram, `what` says which
+ * (`read 5 bytes`); with `hex`, the bytes follow in the xxd layout.
+ */
+export function traceBytes(
+  print: (line: string) => void,
+  what: string,
+  bytes: Uint8Array,
+  hex: boolean,
+): void {
+  print(what);
+  if (hex) { for (const line of hexDump(bytes)) print(line); }
+}
+
+/**
+ * Call `stop` on the first SIGINT (Ctrl-C) or SIGTERM, `force` on a second.
+ * Add the listeners before printing the listening line: a signal that comes
+ * before them kills the process. Returns a function that removes them.
+ */
+export function onStopSignals(
+  stop: () => void,
+  force: () => void = () => {},
+): () => void {
+  let count = 0;
+  const handler = () => ++count === 1 ? stop() : force();
   const signals: Deno.Signal[] = Deno.build.os === "windows"
     ? ["SIGINT"]
     : ["SIGINT", "SIGTERM"];
-  for (const s of signals) Deno.addSignalListener(s, onStop);
+  for (const s of signals) Deno.addSignalListener(s, handler);
   return () => {
-    for (const s of signals) Deno.removeSignalListener(s, onStop);
+    for (const s of signals) Deno.removeSignalListener(s, handler);
   };
 }
 
-/** The command-line program: returns the exit status. */
-export async function main(args: string[]): Promise<number> {
-  let options: UdpOptions;
+/**
+ * Run a command-line `main` and exit: a {@link UsageError} prints the reason
+ * and `usage` (exit 2); any other error is an expected failure, one
+ * `error:` line with no stack trace (exit 1).
+ */
+export async function runMain(
+  main: (args: string[]) => Promise<number>,
+  usage: string,
+): Promise<never> {
+  let code: number;
   try {
-    options = parseUdpArgs(args);
+    code = await main(Deno.args);
   } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    console.error(`error: ${err.message}\n\n${USAGE}`);
-    return 2;
+    const usageError = err instanceof UsageError;
+    warn(
+      `error: ${err instanceof Error ? err.message : err}${
+        usageError ? `\n\n${usage}` : ""
+      }`,
+    );
+    code = usageError ? 2 : 1;
   }
-  if (options.command === "help") {
-    console.log(USAGE);
-    return 0;
-  }
-  try {
-    if (options.command === "send") {
-      const payload = new TextEncoder().encode(options.message);
-      const { reply } = await sendDatagram(
-        options.hostname,
-        options.port,
-        payload,
-        options.timeoutMs,
-      );
-      // The reply is data: raw bytes to stdout, like nc.
-      try {
-        for (let written = 0; written < reply.length;) {
-          written += await Deno.stdout.write(reply.subarray(written));
-        }
-      } catch (err) {
-        // Whoever reads our stdout went away (`| head`): not an error.
-        if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
-      }
-      return 0;
-    }
-    const socket = listenUdp(options);
-    // Catch Ctrl+C and SIGTERM before saying we listen: whoever reads that
-    // line may stop us at once.
-    const controller = new AbortController();
-    const removeSignals = onStopSignals(() => controller.abort());
-    console.log(`udp listening on ${formatAddr(socket.addr)}`);
-    try {
-      const stats = await serveUdp(socket, {
-        signal: controller.signal,
-        quiet: options.quiet,
-      });
-      console.log(
-        `udp server stopped: ${stats.datagrams} datagrams, ` +
-          `${stats.bytesIn} bytes in, ${stats.bytesOut} bytes out`,
-      );
-    } finally {
-      removeSignals();
-    }
-    return 0;
-  } catch (err) {
-    console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
-  }
+  Deno.exit(code);
 }
 
-if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+/** Print text on stdout (usage, data); a failure is an `error:` line. */
+export async function writeStdout(data: Uint8Array | string): Promise<void> {
+  const bytes = typeof data === "string"
+    ? new TextEncoder().encode(data)
+    : data;
+  try {
+    await writeAll(Deno.stdout, bytes);
+  } catch (err) {
+    // Whoever reads our stdout went away (`| head`): that is their choice.
+    if (err instanceof Deno.errors.BrokenPipe) Deno.exit(0);
+    throw new Error(
+      `cannot write to stdout: ${err instanceof Error ? err.message : err}`,
+      { cause: err },
+    );
+  }
 }
+// ===== shared block: end =====

@@ -1,12 +1,24 @@
 /**
- * client.ts, run as a user runs it, against a real server.ts.
+ * client.ts, run as a user runs it: against a real server.ts, and against
+ * small in-process servers that misbehave on purpose (never answer, keep
+ * the connection open after a complete response, count their reads).
+ * Fault and abuse cases are in tests/stress/client_faults_test.ts.
  */
 import assert from "node:assert/strict";
-import { exchange, parseClientArgs } from "../client.ts";
-import { listenTcp, serveTcp } from "../server.ts";
+import * as client from "../client.ts";
 import { randomBytes, sha256 } from "./lib/bytes.ts";
-import { readAll, readExactly, writeAll } from "./lib/net.ts";
-import { hasStackTrace, runScript, startScript } from "./lib/spawn.ts";
+import { readAll, writeAll } from "./lib/net.ts";
+import {
+  commandFor,
+  hasStackTrace,
+  runScript,
+  startScript,
+} from "./lib/spawn.ts";
+
+/** In-process sockets in these tests must all be closed by the end. */
+const SANITIZE = { sanitizeResources: true, sanitizeOps: true };
+
+const encoder = new TextEncoder();
 
 /** A port where nothing listens: bind a free one, then let it go. */
 function freePort(): number {
@@ -16,10 +28,70 @@ function freePort(): number {
   return port;
 }
 
+/**
+ * An in-process server for one connection: `handle` gets it, and the
+ * connection is closed after. `released` settles when the test disposes of
+ * the server (a handler that must hold the connection open awaits it).
+ * `done` settles when the handler is over; dispose closes the listener and
+ * waits for it.
+ */
+function serveOne(
+  handle: (conn: Deno.TcpConn, released: Promise<void>) => Promise<void>,
+) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const release = Promise.withResolvers<void>();
+  const done = (async () => {
+    const conn = await listener.accept();
+    try {
+      await handle(conn, release.promise);
+    } finally {
+      conn.close();
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    done,
+    async [Symbol.asyncDispose]() {
+      release.resolve();
+      listener.close();
+      await done.catch(() => {});
+    },
+  };
+}
+
+/** Read until the peer closes or resets; either way it has gone. */
+async function untilPeerGoes(conn: Deno.Conn): Promise<void> {
+  try {
+    await readAll(conn);
+  } catch { /* a reset is a way to go */ }
+}
+
+/** Read one HTTP request head (up to the empty line). */
+async function readHead(conn: Deno.Conn): Promise<string> {
+  const buf = new Uint8Array(8192);
+  let head = "";
+  while (!head.includes("\r\n\r\n")) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    head += new TextDecoder().decode(buf.subarray(0, n));
+  }
+  return head;
+}
+
+/** The lines of `text`, the empty last one dropped. */
+function lines(text: string): string[] {
+  return text.split("\n").filter((l, i, all) => l !== "" || i < all.length - 1);
+}
+
+// --- command line -----------------------------------------------------------
+
 Deno.test("client --help prints usage and exits 0", async () => {
   const r = await runScript("client.ts", ["--help"]);
   assert.equal(r.code, 0);
   assert.match(r.out, /^usage: deno run --allow-net=127\.0\.0\.1 client\.ts/);
+  for (const flag of ["--timeout", "--trace", "--hex", "--chunk", "--delay"]) {
+    assert.ok(r.out.includes(`  ${flag} `), `--help shows ${flag}`);
+  }
   assert.equal(r.stderr, "");
 });
 
@@ -27,16 +99,22 @@ for (
   const [args, reason] of [
     [["--bogus"], /unknown flag "--bogus"/],
     [["--port", "70000"], /--port must be a whole number from 0 to 65535/],
-    [["--port", "-1"], /--port must be a whole number from 0 to 65535/],
+    [["--port", "-1"], /--port needs a value; for one that starts with "-"/],
+    [["--port=-1"], /--port must be a whole number from 0 to 65535/],
     [["--port", "abc"], /--port must be a whole number from 0 to 65535/],
     [["--http", "hello"], /--http sends its own request/],
     [["--path", "/x"], /--path goes with --http/],
     [["--port", "0", "hi"], /a client must name the server's port/],
+    [["--hostname", "127.0.0.1:8080", "hi"], /--hostname takes no port/],
+    [["--timeout", "0", "hi"], /--timeout must be a whole number from 1/],
+    [["--chunk", "0", "hi"], /--chunk must be a whole number from 1/],
+    [["--delay", "100", "hi"], /--delay goes with --chunk/],
+    [["--trace=yes", "hi"], /--trace takes no value/],
   ] as const
 ) {
   Deno.test(`client ${args.join(" ")} is a usage error: exit 2 and a one-line reason`, async () => {
     const r = await runScript("client.ts", [...args]);
-    assert.equal(r.code, 2);
+    assert.equal(r.code, 2, r.stderr);
     assert.equal(r.out, "");
     assert.match(r.stderr.split("\n")[0], reason);
     assert.match(r.stderr, /\n\nusage: /);
@@ -45,14 +123,17 @@ for (
 }
 
 Deno.test("MESSAGE words are joined by single spaces and sent exactly, no newline added", () => {
-  const options = parseClientArgs(["--port", "9", "hello", "big", "world"]);
+  const options = client.parseClientArgs(["--port", "9", "hello", "big", "w"]);
   assert.notEqual(options, "help");
-  if (options !== "help") assert.equal(options.message, "hello big world");
-  const dashes = parseClientArgs(["--", "--not-a-flag", "x"]);
+  if (options !== "help") assert.equal(options.message, "hello big w");
+  const dashes = client.parseClientArgs(["--", "--not-a-flag", "x"]);
+  assert.notEqual(dashes, "help");
   if (dashes !== "help") assert.equal(dashes.message, "--not-a-flag x");
 });
 
-Deno.test("MESSAGE mode: the server's echo is on stdout, 'sent N bytes' on stderr, exit 0", async () => {
+// --- against server.ts ------------------------------------------------------
+
+Deno.test("MESSAGE mode: the server's echo is on stdout, only 'sent N bytes' on stderr (no trace lines without --trace), exit 0", async () => {
   await using server = await startScript("server.ts", ["--port", "0"]);
   const r = await runScript("client.ts", [
     "--port",
@@ -66,7 +147,7 @@ Deno.test("MESSAGE mode: the server's echo is on stdout, 'sent N bytes' on stder
   await server.waitForLine(/^tcp close .* in 13 bytes, out 13 bytes$/);
 });
 
-Deno.test("netcat mode: 1 MiB of random binary through stdin comes back byte-exact on stdout", async () => {
+Deno.test("netcat mode: 1 MiB of random binary through stdin comes back byte-exact on stdout, nothing on stderr", async () => {
   await using server = await startScript("server.ts", ["--port", "0"]);
   const payload = randomBytes(1024 * 1024);
   const r = await runScript("client.ts", ["--port", String(server.port)], {
@@ -90,18 +171,92 @@ Deno.test("netcat mode with empty stdin half-closes at once and exits 0", async 
   assert.equal(r.stdout.length, 0);
 });
 
-Deno.test("connection refused: exit 1, one 'error:' line naming the address, no stack trace", async () => {
-  const port = freePort();
-  const r = await runScript("client.ts", ["--port", String(port), "hello"]);
-  assert.equal(r.code, 1);
-  assert.equal(r.out, "");
-  const lines = r.stderr.trimEnd().split("\n");
-  assert.equal(lines.length, 1, r.stderr);
-  assert.match(
-    lines[0],
-    new RegExp(`^error: connection refused by tcp 127\\.0\\.0\\.1:${port}: `),
-  );
-  assert.ok(!hasStackTrace(r.stderr));
+// --- connect failures: each told apart --------------------------------------
+
+Deno.test({
+  name:
+    "connection refused: exit 1, one 'error:' line naming the address and both possible causes (nothing listens, or bound to another address)",
+  ...SANITIZE,
+  fn: async () => {
+    // Nothing on the port at all, and a server on 127.0.0.1 reached through
+    // 127.0.0.2: both are a reset from the host, both are refused.
+    using bound = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const targets = [
+      ["127.0.0.1", freePort()],
+      ["127.0.0.2", bound.addr.port],
+    ] as const;
+    for (const [host, port] of targets) {
+      const r = await runScript("client.ts", [
+        "--hostname",
+        host,
+        "--port",
+        String(port),
+        "hello",
+      ]);
+      assert.equal(r.code, 1);
+      assert.equal(r.out, "");
+      const all = lines(r.stderr);
+      assert.equal(all.length, 1, r.stderr);
+      assert.match(
+        all[0],
+        new RegExp(
+          `^error: connection refused by tcp ${
+            host.replaceAll(".", "\\.")
+          }:${port} \\(after \\d+ ms\\): .*no server listens on port ${port}, or the server is bound to another address`,
+        ),
+      );
+      assert.ok(!hasStackTrace(r.stderr));
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "connect timeout (the SYN gets no answer: a full listen queue): the error says so, names the address and the time, within the timeout plus a margin",
+  ...SANITIZE,
+  fn: async () => {
+    // A listener that never accepts, with a queue of one: once the queue is
+    // full, the kernel drops further SYNs, as a firewall would.
+    using listener = Deno.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      tcpBacklog: 1,
+    });
+    const port = listener.addr.port;
+    const queued: Deno.TcpConn[] = [];
+    try {
+      for (let i = 0; i < 8; i++) {
+        try {
+          queued.push(
+            await Deno.connect({
+              hostname: "127.0.0.1",
+              port,
+              signal: AbortSignal.timeout(300),
+            }),
+          );
+        } catch {
+          break; // no answer: the queue is full
+        }
+      }
+      const started = performance.now();
+      const r = await runScript("client.ts", [
+        "--port",
+        String(port),
+        "--timeout",
+        "300",
+        "hi",
+      ], { timeoutMs: 10_000 });
+      const took = performance.now() - started;
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(
+        r.stderr,
+        `error: no answer from tcp 127.0.0.1:${port} within 300 ms: the connection request (SYN) got no reply: a firewall may drop it, the server's listen queue may be full, or no host has that address; check --hostname, or wait longer with --timeout MS\n`,
+      );
+      assert.ok(took < 300 + 4000, `took ${took} ms`);
+    } finally {
+      for (const conn of queued) conn.close();
+    }
+  },
 });
 
 Deno.test("a name that does not resolve: exit 1 and a plain 'error:' line", async () => {
@@ -137,98 +292,428 @@ Deno.test("connecting outside the --allow-net grant: exit 1, the error names the
   );
 });
 
+// --- --timeout bounds every wait --------------------------------------------
+
+Deno.test({
+  name:
+    "--timeout 500 against a server that accepts and never answers: MESSAGE mode and --http give up with an error naming the address and the wait, exit 1",
+  ...SANITIZE,
+  fn: async () => {
+    // They read what comes, and hold the connection open, silent, until
+    // the test is over.
+    const silent = async (conn: Deno.TcpConn, released: Promise<void>) => {
+      await untilPeerGoes(conn);
+      await released;
+    };
+    const talker = async (conn: Deno.TcpConn, released: Promise<void>) => {
+      await writeAll(conn, encoder.encode("hi"));
+      await untilPeerGoes(conn);
+      await released;
+    };
+    await using a = serveOne(silent);
+    await using b = serveOne(silent);
+    await using c = serveOne(talker);
+    const run = (port: number, args: string[]) =>
+      runScript("client.ts", [
+        "--port",
+        String(port),
+        "--timeout",
+        "500",
+        ...args,
+      ], {
+        timeoutMs: 10_000,
+      });
+    // In parallel: each waits half a second.
+    const [message, http, partly] = await Promise.all([
+      run(a.port, ["hello"]),
+      run(b.port, ["--http"]),
+      run(c.port, ["hello"]),
+    ]);
+    const nothing = (port: number) =>
+      `error: no data from tcp 127.0.0.1:${port} for 500 ms (--timeout): the server accepted the connection but has sent nothing\n`;
+    assert.equal(message.code, 1, message.stderr);
+    assert.equal(message.stderr, "sent 5 bytes\n" + nothing(a.port));
+    assert.equal(http.code, 1, http.stderr);
+    assert.match(http.stderr, /^sent \d+ bytes\n/);
+    assert.equal(lines(http.stderr)[1] + "\n", nothing(b.port));
+    assert.equal(http.out, "");
+    assert.equal(partly.code, 1, partly.stderr);
+    assert.equal(partly.out, "hi");
+    assert.match(
+      partly.stderr,
+      new RegExp(
+        `\\nerror: no data from tcp 127\\.0\\.0\\.1:${c.port} for 500 ms \\(--timeout\\): the server sent 2 bytes, then nothing more\\n$`,
+      ),
+    );
+  },
+});
+
+// --- --http stops at the end of the response --------------------------------
+
+/**
+ * Run `client.ts --http` against a server that answers `response` (written
+ * as the given pieces) and then keeps the connection open until the client
+ * goes. Returns the client's result and the request the server read.
+ */
+async function httpAgainst(pieces: string[], extraArgs: string[] = []) {
+  let request = "";
+  await using server = serveOne(async (conn) => {
+    request = await readHead(conn);
+    for (const piece of pieces) await writeAll(conn, encoder.encode(piece));
+    await untilPeerGoes(conn); // keep-alive: the server does not close
+  });
+  const r = await runScript("client.ts", [
+    "--http",
+    "--port",
+    String(server.port),
+    ...extraArgs,
+  ], { timeoutMs: 10_000 });
+  await server.done;
+  return { r, request, port: server.port };
+}
+
+Deno.test({
+  name:
+    "--http stops at the end of a Content-Length body though the server keeps the connection open: exit 0, exactly the response on stdout",
+  ...SANITIZE,
+  fn: async () => {
+    const response = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+    const { r, request, port } = await httpAgainst([response]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.out, response);
+    assert.equal(r.stderr, `sent ${request.length} bytes\n`);
+    assert.equal(
+      request,
+      `GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUser-Agent: deno-socket-playground-client/1.0\r\nAccept: text/html,text/plain;q=0.9,*/*;q=0.8\r\nConnection: close\r\n\r\n`,
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "--http stops after the last chunk and trailers of a chunked body (after a 100 Continue), though the server keeps the connection open",
+  ...SANITIZE,
+  fn: async () => {
+    const pieces = [
+      "HTTP/1.1 100 Continue\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+      "5;note=x\r\nde\r\nf\r\n",
+      "0\r\nX-Trailer: yes\r\n\r\n",
+    ];
+    const { r } = await httpAgainst(pieces);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.out, pieces.join(""));
+  },
+});
+
+Deno.test({
+  name:
+    "--http: a response cut short (Content-Length 10, 3 bytes, close) is an error saying what is missing, exit 1",
+  ...SANITIZE,
+  fn: async () => {
+    let port = 0;
+    await using server = serveOne(async (conn) => {
+      await readHead(conn);
+      await writeAll(
+        conn,
+        encoder.encode("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
+      );
+    });
+    port = server.port;
+    const r = await runScript("client.ts", ["--http", "--port", String(port)]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.out, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+    assert.equal(
+      lines(r.stderr)[1],
+      `error: tcp 127.0.0.1:${port} closed the connection 7 bytes before the end of the body (Content-Length: 10)`,
+    );
+  },
+});
+
+Deno.test({
+  name: "--http: a response with no length ends when the server closes, exit 0",
+  ...SANITIZE,
+  fn: async () => {
+    const response = "HTTP/1.0 200 OK\r\n\r\nall of it\n";
+    await using server = serveOne(async (conn) => {
+      await readHead(conn);
+      await writeAll(conn, encoder.encode(response));
+    });
+    const r = await runScript("client.ts", [
+      "--http",
+      "--port",
+      String(server.port),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.out, response);
+  },
+});
+
+Deno.test("ResponseEnd, fed one byte at a time, ends exactly at the last byte of each kind of response", () => {
+  const cases: [string, string][] = [
+    ["HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", "NEXT"],
+    ["HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n", "NEXT"],
+    ["HTTP/1.1 304 Not Modified\r\n\r\n", "x"],
+    ["HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", "x"],
+    [
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n",
+      "HTTP/1.1 200 OK",
+    ],
+  ];
+  for (const [response, after] of cases) {
+    const end = new client.ResponseEnd();
+    const bytes = encoder.encode(response + after);
+    let taken = 0;
+    for (let i = 0; i < bytes.length && !end.done; i++) {
+      taken += end.feed(bytes.subarray(i, i + 1));
+    }
+    assert.ok(end.done, JSON.stringify(response));
+    assert.equal(taken, response.length, JSON.stringify(response));
+    assert.equal(end.unfinished(), undefined);
+  }
+  // Without a length, the response runs to the close: never done.
+  const open = new client.ResponseEnd();
+  const text = encoder.encode("HTTP/1.1 200 OK\r\n\r\nand so on");
+  assert.equal(open.feed(text), text.length);
+  assert.equal(open.done, false);
+  assert.equal(open.unfinished(), undefined);
+});
+
+// --- stdout is where the data goes ------------------------------------------
+
+Deno.test("stdout on a full disk (/dev/full): 'error: cannot write to stdout', not blaming the connection, exit 1", async () => {
+  await using server = await startScript("server.ts", ["--port", "0"]);
+  const r = await runScript("client.ts", [
+    "--port",
+    String(server.port),
+    "hello",
+  ], { shellPrefix: "exec >/dev/full;" });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(
+    r.stderr,
+    /^sent 5 bytes\nerror: cannot write to stdout: No space left on device/,
+  );
+  assert.equal(lines(r.stderr).length, 2, r.stderr);
+});
+
+Deno.test({
+  name:
+    "stdout closed by its reader (`| head`): the client stops quietly, exit 0",
+  ...SANITIZE,
+  fn: async () => {
+    await using server = serveOne(async (conn) => {
+      const block = new Uint8Array(64 * 1024);
+      try {
+        for (let i = 0; i < 256; i++) await writeAll(conn, block); // 16 MiB
+      } catch { /* the client went away: that is the point */ }
+    });
+    const child = commandFor(
+      "client.ts",
+      [
+        "--port",
+        String(server.port),
+        "hi",
+      ],
+      {},
+      { stdin: "null" },
+    ).spawn();
+    const stderr = new Response(child.stderr).text();
+    const reader = child.stdout.getReader();
+    const first = await reader.read(); // some data came: now go away
+    assert.ok(!first.done);
+    await reader.cancel();
+    const status = await child.status;
+    assert.equal(status.code, 0, await stderr);
+    assert.equal(await stderr, "sent 2 bytes\n");
+  },
+});
+
+// --- --trace, --hex, --chunk, --delay: the writes and reads made visible -----
+
+Deno.test({
+  name:
+    "--chunk 1 --trace hello: five 'wrote 1 bytes' lines on stderr, read lines that add up to the echo, stdout only the echo",
+  ...SANITIZE,
+  fn: async () => {
+    await using server = serveOne(async (conn) => {
+      await writeAll(conn, await readAll(conn));
+    });
+    const r = await runScript("client.ts", [
+      "--port",
+      String(server.port),
+      "--chunk",
+      "1",
+      "--trace",
+      "hello",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.out, "hello");
+    const all = lines(r.stderr);
+    const wrote = all.filter((l) => l.startsWith("wrote"));
+    assert.deepEqual(wrote, Array(5).fill("wrote 1 bytes"));
+    assert.ok(all.includes("sent 5 bytes"), r.stderr);
+    const reads = all.filter((l) => l.startsWith("read"));
+    assert.ok(reads.length >= 1, r.stderr);
+    let sum = 0;
+    for (const l of reads) {
+      const m = /^read (\d+) bytes$/.exec(l);
+      assert.ok(m, l);
+      sum += Number(m[1]);
+    }
+    assert.equal(sum, 5);
+    assert.equal(all.length, wrote.length + reads.length + 1, r.stderr);
+  },
+});
+
+Deno.test({
+  name:
+    "--chunk 1 --delay 100 abc: the server reads three separate 1-byte reads",
+  ...SANITIZE,
+  fn: async () => {
+    const reads: number[] = [];
+    await using server = serveOne(async (conn) => {
+      const buf = new Uint8Array(1024);
+      let n: number | null;
+      while ((n = await conn.read(buf)) !== null) reads.push(n);
+    });
+    const r = await runScript("client.ts", [
+      "--port",
+      String(server.port),
+      "--chunk",
+      "1",
+      "--delay",
+      "100",
+      "abc",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, "sent 3 bytes\n");
+    await server.done;
+    assert.deepEqual(reads, [1, 1, 1]);
+  },
+});
+
+/** `/usr/bin/xxd` of `bytes`, as lines; `undefined` if xxd is missing. */
+async function xxd(bytes: Uint8Array): Promise<string[] | undefined> {
+  try {
+    const child = new Deno.Command("xxd", { stdin: "piped", stdout: "piped" })
+      .spawn();
+    const writer = child.stdin.getWriter();
+    await writer.write(bytes);
+    await writer.close();
+    const { stdout } = await child.output();
+    return lines(new TextDecoder().decode(stdout));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw err;
+  }
+}
+
+Deno.test({
+  name:
+    "--hex: under each trace line, the bytes exactly as /usr/bin/xxd shows them (binary, NUL, CR LF)",
+  ...SANITIZE,
+  fn: async (t) => {
+    const payload = new Uint8Array(300);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) & 0xff;
+    payload.set(encoder.encode("GET / HTTP/1.1\r\n\r\n\0"), 100);
+    if (await xxd(payload) === undefined) {
+      t.step({
+        name: "skipped: no xxd on this machine",
+        ignore: true,
+        fn() {},
+      });
+      return;
+    }
+    await using server = serveOne(async (conn) => {
+      await writeAll(conn, await readAll(conn));
+    });
+    const r = await runScript("client.ts", [
+      "--port",
+      String(server.port),
+      "--hex",
+    ], { stdin: payload });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.length, payload.length);
+    // Split stderr into blocks: a trace line, then its dump lines.
+    const blocks: { what: string; dump: string[] }[] = [];
+    for (const line of lines(r.stderr)) {
+      if (/^(read|wrote) \d+ bytes$/.test(line)) {
+        blocks.push({ what: line, dump: [] });
+      } else {
+        assert.ok(blocks.length > 0, `a dump line before any trace: ${line}`);
+        blocks.at(-1)!.dump.push(line);
+      }
+    }
+    for (const kind of ["wrote", "read"]) {
+      const mine = blocks.filter((b) => b.what.startsWith(kind));
+      assert.ok(mine.length > 0, `${kind} lines:\n${r.stderr}`);
+      let offset = 0;
+      for (const block of mine) {
+        const size = Number(/\d+/.exec(block.what)![0]);
+        const piece = payload.subarray(offset, offset + size);
+        assert.deepEqual(block.dump, await xxd(piece), block.what);
+        offset += size;
+      }
+      assert.equal(offset, payload.length, kind);
+    }
+  },
+});
+
+// --- in-process -------------------------------------------------------------
+
 Deno.test({
   name:
     "in-process: exchange() sends, half-closes and collects the echo without leaking",
-  sanitizeResources: true,
-  sanitizeOps: true,
+  ...SANITIZE,
   fn: async () => {
-    const listener = listenTcp({ hostname: "127.0.0.1", port: 0 });
-    const stop = new AbortController();
-    const serving = serveTcp(listener, { signal: stop.signal, log: () => {} });
+    await using server = serveOne(async (conn) => {
+      // An echo that reads and writes at once, as server.ts does.
+      const buf = new Uint8Array(64 * 1024);
+      let n: number | null;
+      while ((n = await conn.read(buf)) !== null) {
+        await writeAll(conn, buf.subarray(0, n));
+      }
+    });
     const payload = randomBytes(3 * 1024 * 1024);
-    const { reply, local, remote } = await exchange(
+    const { reply, local, remote } = await client.exchange(
       "127.0.0.1",
-      listener.addr.port,
+      server.port,
       payload,
+      5000,
     );
     assert.equal(
       await sha256(reply as Uint8Array<ArrayBuffer>),
       await sha256(payload),
     );
-    assert.equal(remote.port, listener.addr.port);
+    assert.equal(remote.port, server.port);
     assert.notEqual(local.port, remote.port);
-    stop.abort();
-    await serving;
   },
 });
 
 Deno.test({
   name:
     "netcat mode keeps sending stdin after the server half-closes first, like nc -N",
-  sanitizeResources: true,
-  sanitizeOps: true,
+  ...SANITIZE,
   fn: async () => {
     // A server that says its piece, half-closes, and then counts what it
     // still receives: nothing of stdin may be lost because it spoke first.
-    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const payload = randomBytes(5 * 1024 * 1024);
-    const served = (async () => {
-      using conn = await listener.accept();
-      await writeAll(conn, new TextEncoder().encode("banner\n"));
+    let received = new Uint8Array(0);
+    await using server = serveOne(async (conn) => {
+      await writeAll(conn, encoder.encode("banner\n"));
       await conn.closeWrite();
-      return await readAll(conn);
-    })();
-    const r = await runScript("client.ts", [
-      "--port",
-      String(listener.addr.port),
-    ], {
+      received = await readAll(conn);
+    });
+    const payload = randomBytes(5 * 1024 * 1024);
+    const r = await runScript("client.ts", ["--port", String(server.port)], {
       stdin: payload,
     });
-    const received = await served;
+    await server.done;
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.out, "banner\n");
     assert.equal(received.length, payload.length);
-    assert.equal(await sha256(received), await sha256(payload));
-  },
-});
-
-Deno.test({
-  name:
-    "netcat mode against a server that resets mid-upload: no stack trace, at most one error line",
-  sanitizeResources: true,
-  sanitizeOps: true,
-  fn: async () => {
-    // The reset races with our upload and download, so try it a few times,
-    // with and without a last word from the server before it goes.
-    for (let round = 0; round < 12; round++) {
-      using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-      const served = (async () => {
-        const conn = await listener.accept();
-        await readExactly(conn, 1000);
-        if (round % 2 === 0) {
-          await writeAll(conn, new TextEncoder().encode("bye\n"));
-        }
-        // Close with megabytes unread in our receive buffer: the kernel sends RST.
-        conn.close();
-      })();
-      const r = await runScript("client.ts", [
-        "--port",
-        String(listener.addr.port),
-      ], {
-        stdin: randomBytes(8 * 1024 * 1024),
-      });
-      await served;
-      assert.ok(r.code === 0 || r.code === 1, `round ${round}: exit ${r.code}`);
-      assert.ok(!hasStackTrace(r.stderr), `round ${round}: ${r.stderr}`);
-      const lines = r.stderr.split("\n").filter((l) => l !== "");
-      assert.ok(lines.length <= 1, r.stderr);
-      if (r.code === 1) {
-        assert.match(
-          lines[0],
-          /^error: tcp 127\.0\.0\.1:\d+ reset the connection/,
-        );
-      }
-    }
+    assert.equal(
+      await sha256(received as Uint8Array<ArrayBuffer>),
+      await sha256(payload),
+    );
   },
 });

@@ -3,27 +3,13 @@
  * and show one port number serving both protocols.
  */
 import assert from "node:assert/strict";
-import { CHILD_ENV, hasStackTrace, ROOT } from "./lib/spawn.ts";
+import { hasStackTrace, runTask } from "./lib/spawn.ts";
 import { runDemo } from "../demo.ts";
 
 Deno.test("deno task demo exits 0 and its output names one port for both TCP and UDP", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["task", "demo"],
-    cwd: ROOT,
-    env: CHILD_ENV,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, 30_000);
-  const { code, stdout, stderr } = await child.output();
-  clearTimeout(timer);
-  const out = new TextDecoder().decode(stdout);
-  const err = new TextDecoder().decode(stderr);
+  const { code, out, stderr: err } = await runTask("demo", [], {
+    timeoutMs: 30_000,
+  });
   assert.equal(code, 0, `stdout:\n${out}\nstderr:\n${err}`);
   assert.ok(!hasStackTrace(err), err);
   assert.doesNotMatch(err, /error:/);
@@ -55,10 +41,19 @@ Deno.test("deno task demo exits 0 and its output names one port for both TCP and
   assert.match(out, /client -> server 14 bytes "hello over TCP"/);
   assert.match(out, /server -> client 14 bytes "hello over TCP"/);
   assert.match(out, /server -> client 1 datagram, 14 bytes "hello over UDP"/);
-  assert.match(out, /tcp server stopped: 1 connections/);
+  // Part 4: five 1-byte datagrams are five datagrams at the server.
   assert.match(
     out,
-    /udp server stopped: 1 datagrams, 14 bytes in, 14 bytes out/,
+    /udp sender \| 5 datagrams of 1 byte; the server received 5 datagrams \(1 \+ 1 \+ 1 \+ 1 \+ 1 bytes\)/,
+  );
+  assert.match(
+    out,
+    /tcp client \| 5 writes of 1 byte; the server read them in [1-5] reads?/,
+  );
+  assert.match(out, /tcp server stopped: 2 connections/);
+  assert.match(
+    out,
+    /udp server stopped: 6 datagrams, 19 bytes in, 19 bytes out/,
   );
 });
 
@@ -75,9 +70,15 @@ Deno.test({
     assert.equal(result.udp.remote, `127.0.0.1:${result.port}`);
     assert.equal(result.tcp.bytesIn, result.tcp.bytesOut);
     assert.equal(result.udp.bytesIn, result.udp.bytesOut);
+    // Stream vs datagram: the five bytes arrive whole over TCP in one to
+    // five reads, and as exactly five 1-byte datagrams over UDP.
+    assert.equal(result.stream.tcpWrites, 5);
+    assert.ok(result.stream.tcpReads.length >= 1);
+    assert.equal(result.stream.tcpReads.reduce((a, b) => a + b, 0), 5);
+    assert.deepEqual(result.stream.udpReceived, [1, 1, 1, 1, 1]);
     assert.match(
       lines.at(-1) ?? "",
-      /^udp server \| udp server stopped: 1 datagrams/,
+      /^udp server \| udp server stopped: 6 datagrams/,
     );
   },
 });

@@ -15,7 +15,11 @@ import {
   startScript,
   withTimeout,
 } from "../lib/spawn.ts";
-import { MAX_UDP_PAYLOAD_IPV4, RECEIVE_BUFFER_SIZE } from "../../udp.ts";
+import {
+  LOOP_RETURNS,
+  MAX_UDP_PAYLOAD_IPV4,
+  RECEIVE_BUFFER_SIZE,
+} from "../../udp.ts";
 
 /** A fresh `udp.ts send` of `message` to `port` is answered with it. */
 async function assertAnswers(
@@ -295,6 +299,131 @@ Deno.test({
   },
 });
 
+// --- in sequence ---------------------------------------------------------------
+
+Deno.test({
+  name: "1,000 datagrams in sequence on loopback: none lost",
+  ...SANITIZE,
+  async fn() {
+    await using server = await startScript("udp.ts", [
+      "--port",
+      "0",
+      "--quiet",
+    ]);
+    const socket = Deno.listenDatagram({
+      transport: "udp",
+      hostname: HOST,
+      port: 0,
+    });
+    const to: Deno.NetAddr = {
+      transport: "udp",
+      hostname: HOST,
+      port: server.port,
+    };
+    const buffer = new Uint8Array(RECEIVE_BUFFER_SIZE);
+    const view = new DataView(new ArrayBuffer(64));
+    const payload = new Uint8Array(view.buffer);
+    let sent = 0;
+    let answered = 0;
+    try {
+      for (let i = 0; i < 1000; i++) {
+        view.setUint32(0, i);
+        await socket.send(payload, to);
+        sent++;
+        // A lost datagram shows up as a reply that never comes.
+        const got = await withTimeout(
+          socket.receive(buffer),
+          10_000,
+          () => "lost",
+        ).catch(() => null);
+        if (got === null) break;
+        const [reply] = got;
+        assert.equal(reply.length, 64);
+        assert.equal(
+          new DataView(reply.buffer, reply.byteOffset).getUint32(0),
+          i,
+          `reply ${i} out of step`,
+        );
+        answered++;
+      }
+    } finally {
+      socket.close();
+    }
+    figure(`${sent} datagrams sent in sequence, ${answered} echoed back`);
+    assert.equal(answered, 1000, `lost after ${answered} of ${sent}`);
+    const status = await server.stop("SIGTERM");
+    assert.equal(status.code, 0);
+    // --quiet: no per-datagram lines, only the listening line and the summary.
+    assert.deepEqual(server.stdout.lines.slice(1), [
+      "udp server stopped: 1000 datagrams, 64000 bytes in, 64000 bytes out",
+    ]);
+  },
+});
+
+// --- echo loops ------------------------------------------------------------------
+
+Deno.test({
+  name:
+    "50 loops at once between two udp.ts servers (50 datagrams to B 'from' A) all end, within a bounded number of datagrams",
+  ...SANITIZE,
+  async fn() {
+    // B is paused while a socket on port P sends it 50 different datagrams;
+    // that socket closes, A starts on P, B goes on and answers them all to A.
+    await using b = await startScript("udp.ts", ["--port", "0", "--quiet"]);
+    const fake = Deno.listenDatagram({
+      transport: "udp",
+      hostname: HOST,
+      port: 0,
+    });
+    const port = (fake.addr as Deno.NetAddr).port;
+    const LOOPS = 50;
+    b.child.kill("SIGSTOP");
+    try {
+      for (let i = 0; i < LOOPS; i++) {
+        const payload = crypto.getRandomValues(new Uint8Array(32));
+        await fake.send(payload, {
+          transport: "udp",
+          hostname: HOST,
+          port: b.port,
+        });
+      }
+    } finally {
+      fake.close();
+    }
+    await using a = await startScript("udp.ts", [
+      "--port",
+      String(port),
+      "--quiet",
+    ]).finally(() => b.child.kill("SIGCONT"));
+    const loop = /echo loop/;
+    const started = performance.now();
+    await withTimeout(
+      Promise.race([a.stderr.waitFor(loop), b.stderr.waitFor(loop)]),
+      30_000,
+      () => "no loop warning within 30 s",
+    );
+    const ms = performance.now() - started;
+    await a.stop("SIGTERM");
+    await b.stop("SIGTERM");
+    const count = (s: typeof a) =>
+      Number(
+        /^udp server stopped: (\d+) datagrams/.exec(s.stdout.lines.at(-1) ?? "")
+          ?.[1],
+      );
+    const total = count(a) + count(b);
+    figure(
+      `${LOOPS} loops between two servers: stopped after ${total} datagrams, ${
+        ms.toFixed(0)
+      } ms; warnings: ${[...a.stderr.lines, ...b.stderr.lines].join(" | ")}`,
+    );
+    assert.ok(
+      total <= LOOPS * 2 * (LOOP_RETURNS + 2),
+      `${total} datagrams went round`,
+    );
+    assert.ok(a.stderr.lines.length + b.stderr.lines.length <= 2);
+  },
+});
+
 // --- junk command lines ------------------------------------------------------
 
 Deno.test({
@@ -310,6 +439,10 @@ Deno.test({
       "--port",
       "--timeout",
       "--quiet",
+      "--trace",
+      "--hex",
+      "--chunk",
+      "--delay",
       "--help",
       "-h",
     ];

@@ -1,0 +1,1223 @@
+/**
+ * http.ts: a web server written by hand on a TCP socket, no HTTP library.
+ *
+ * What it shows:
+ * - A web server is a TCP server: `Deno.listen`, an accept loop, one handler
+ *   per connection. HTTP is only what the two ends write on the socket.
+ * - A request is just bytes: a request line (`GET / HTTP/1.1`), header lines,
+ *   an empty line. Each line ends in CR LF, so the head ends in CR LF CR LF.
+ * - Those bytes arrive in pieces of any size (TCP is a stream), so the server
+ *   reads until it has seen the empty line, and no longer than it allows.
+ * - The reply is bytes too: a status line, headers, an empty line, the page.
+ *   `Content-Length` says where the page ends; `Connection: close` says the
+ *   server closes after this one exchange.
+ * - The page shows the socket pair (your address:port and the server's) and
+ *   the request your client sent, escaped.
+ *
+ * Run it (loopback only, the narrowest permission that works):
+ *
+ *   deno run --allow-net=127.0.0.1 http.ts --port 8000
+ *
+ * Then open http://127.0.0.1:8000 in a browser, or in another terminal:
+ *
+ *   curl -v http://127.0.0.1:8000/
+ *   deno run --allow-net=127.0.0.1 client.ts --port 8000 --http
+ *
+ * Reload and watch the client's port change while the server's stays. Run it
+ * with `--hex` to see every byte your browser sends, CR LF included.
+ *
+ * This file stands alone (no imports but `node:util`, built into Deno).
+ */
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+
+const BACKLOG = 511; // connections the kernel queues for us before accept()
+
+/**
+ * Open the listening socket: `socket()`, `bind()` and `listen()` of the
+ * classic API in one call. Throws an Error whose message is a plain reason.
+ */
+export function listenHttp(
+  options: { hostname: string; port: number },
+): Deno.TcpListener {
+  try {
+    return Deno.listen({
+      hostname: options.hostname,
+      port: options.port,
+      tcpBacklog: BACKLOG,
+    });
+  } catch (err) {
+    const where = `tcp ${formatAddr(options)}`;
+    throw new Error(explainListenError(err, where, options.hostname), {
+      cause: err,
+    });
+  }
+}
+
+/**
+ * Serve HTTP on `listener` until `signal` aborts: accept each connection and
+ * answer it in its own async handler, so one slow client never holds up the
+ * others. Resolves with totals once the listener is closed and every open
+ * exchange has ended (after at most `grace` seconds).
+ */
+export async function serveHttp(
+  listener: Listener,
+  options: ServeHttpOptions = {},
+): Promise<HttpSummary> {
+  const opts = { ...DEFAULTS, grace: GRACE_SECONDS, ...options };
+  const print = opts.log ?? log;
+  const logLine = opts.quiet ? () => {} : print;
+  const signal = opts.signal ?? new AbortController().signal;
+  const summary: HttpSummary = {
+    connections: 0,
+    refused: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+  };
+  const open = new Map<number, AbortController>();
+  const handlers = new Set<Promise<void>>();
+  // Closing the listening socket is how a pending accept() is interrupted.
+  const closeListener = () => {
+    try {
+      listener.close();
+    } catch { /* already closed */ }
+  };
+  signal.addEventListener("abort", closeListener, { once: true });
+
+  // The accept loop. accept() hands us the next connection the kernel has
+  // already completed (SYN, SYN-ACK, ACK) and queued; it waits if there is
+  // none. Each connection gets its own handler and the loop goes straight
+  // back to accept(): we never wait for one client before taking the next.
+  const backoff = new AcceptBackoff(opts.warn ?? warn);
+  while (!signal.aborted) {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (signal.aborted || err instanceof Deno.errors.BadResource) break;
+      await backoff.after(err, signal); // one client's reset: no wait at all
+      continue;
+    }
+    backoff.reset();
+    const local = formatAddr(conn.localAddr);
+    const remote = formatAddr(conn.remoteAddr);
+    if (open.size >= opts.maxConnections) {
+      // Over the limit: close at once, so the client sees the end (instead
+      // of waiting in the queue) and the connections we have keep going.
+      summary.refused++;
+      conn.close();
+      logLine(
+        `http refused local ${local} remote ${remote}: ${open.size} open, --max-connections ${opts.maxConnections}`,
+      );
+      continue;
+    }
+    const id = ++summary.connections;
+    const stop = new AbortController();
+    open.set(id, stop);
+    const trace = opts.trace || opts.hex
+      ? (what: string, bytes: Uint8Array) =>
+        traceBytes(print, `tcp #${id} ${what}`, bytes, opts.hex)
+      : undefined;
+    const handler = answerHttp(conn, { ...opts, signal: stop.signal, trace })
+      .then((ex) => {
+        summary.bytesIn += ex.bytesIn;
+        summary.bytesOut += ex.bytesOut;
+        logLine(
+          `http local ${local} remote ${remote} (#${id}) ${ex.outcome}, in ${ex.bytesIn} bytes, out ${ex.bytesOut} bytes`,
+        );
+      })
+      .finally(() => {
+        open.delete(id);
+        handlers.delete(handler);
+      });
+    handlers.add(handler);
+  }
+  signal.removeEventListener("abort", closeListener);
+  closeListener();
+  // Stopped accepting. Exchanges in flight get `grace` seconds to finish.
+  if (open.size > 0) {
+    logLine(
+      `http stopping: ${open.size} open, up to ${opts.grace} s to finish`,
+    );
+    await finishWithin(handlers, open, opts.grace, opts.force);
+  }
+  return summary;
+}
+
+/**
+ * Answer ONE HTTP/1.1 request on `conn`, then close it: read the request
+ * head, parse it, write the response, close politely. Never throws: what
+ * happened is in the returned {@link HttpExchange} (for the log line).
+ */
+export async function answerHttp(
+  conn: Deno.Conn,
+  options: AnswerOptions = {},
+): Promise<HttpExchange> {
+  const ex: HttpExchange = {
+    status: 0,
+    outcome: "",
+    headBytes: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+  };
+  const trace = options.trace;
+  const headTimeout = options.headTimeout ?? DEFAULTS.headTimeout;
+  const idleTimeout = options.idleTimeout ?? DEFAULTS.idleTimeout;
+  // Every read and write goes through these two, so the byte counts (and
+  // --trace) see them all.
+  const read = async (into: Uint8Array): Promise<number | null> => {
+    const n = await conn.read(into);
+    if (n !== null) {
+      ex.bytesIn += n;
+      if (trace) trace(`read ${n} bytes`, into.subarray(0, n));
+    }
+    return n;
+  };
+  const write = (bytes: Uint8Array) =>
+    writeAll(conn, bytes, (piece) => {
+      ex.bytesOut += piece.length;
+      if (trace) trace(`wrote ${piece.length} bytes`, piece);
+    });
+  // Replying is two socket steps: write the whole response (a write may
+  // take only part of it, so writeAll loops), then close politely.
+  const reply = async (status: number, why: string, response: Uint8Array) => {
+    ex.status = status;
+    ex.outcome = why;
+    if (await within(write(response), seconds(idleTimeout)) === false) {
+      ex.outcome += `; closed: the client read nothing for ${idleTimeout} s`;
+    } else {
+      await lingeringClose(conn, read);
+    }
+  };
+  const stopped = () => {
+    try {
+      conn.close(); // a pending read or write fails; the catch below logs why
+    } catch { /* closed */ }
+  };
+  options.signal?.addEventListener("abort", stopped, { once: true });
+  try {
+    // 1. Read the head. The request may come in one read or in many pieces,
+    //    a byte at a time even: append each read to the buffer and look for
+    //    the empty line. The whole head must come within --head-timeout of
+    //    the connection opening, however slowly it trickles (slowloris).
+    const head = await readHead(read, headTimeout, idleTimeout);
+    if (head.kind === "silent") {
+      ex.outcome = head.why; // nothing to answer: just close
+      return ex;
+    }
+    if (head.kind === "error") {
+      const body = `${head.status} ${REASONS[head.status]}: ${head.why}\n`;
+      await reply(
+        head.status,
+        `${head.status} (${head.why})`,
+        httpResponse(head.status, "text/plain", body, head.isHead),
+      );
+      return ex;
+    }
+    ex.headBytes = head.bytes;
+    // 2. The request is valid. We serve one page for every path, to GET and
+    //    HEAD; HEAD gets the same headers with no body. Other methods: 405.
+    const req = head.request;
+    const quoted = `"${req.requestLine}"`;
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      const body = `405 ${REASONS[405]}: only GET and HEAD here\n`;
+      await reply(
+        405,
+        `405 ${quoted}`,
+        httpResponse(405, "text/plain", body, false, [["Allow", "GET, HEAD"]]),
+      );
+      return ex;
+    }
+    // 3. The page: HTML for a browser, plain text when Accept asks for it.
+    const page: PageInfo = {
+      client: formatAddr(conn.remoteAddr),
+      server: formatAddr(conn.localAddr),
+      request: req,
+      headBytes: head.bytes,
+    };
+    const accept = req.headers.find(([k]) => k.toLowerCase() === "accept")
+      ?.[1] ?? "";
+    const plain = /text\/plain/i.test(accept) && !/text\/html/i.test(accept);
+    const isHead = req.method === "HEAD";
+    const response = plain
+      ? httpResponse(200, "text/plain", plainPage(page), isHead)
+      : httpResponse(200, "text/html", htmlPage(page), isHead);
+    await reply(200, `200 ${quoted}`, response);
+  } catch (err) {
+    // A reset or a broken pipe is the client's choice, not our failure; a
+    // connection we closed (shutdown) fails its pending read or write.
+    const why = options.signal?.aborted
+      ? `closed: ${options.signal.reason}`
+      : describeConnectionError(err);
+    ex.outcome = ex.outcome ? `${ex.outcome}; ${why}` : `no reply: ${why}`;
+  } finally {
+    options.signal?.removeEventListener("abort", stopped);
+    try {
+      conn.close();
+    } catch { /* closed already */ }
+  }
+  return ex;
+}
+
+/**
+ * The largest request head (request line, headers and the empty line that
+ * ends them) we accept: 8 KiB, as nginx and Node. More is 431. A limit is
+ * what keeps a client from making us hold an endless head in memory.
+ */
+export const MAX_HEAD_BYTES = 8 * 1024;
+
+/**
+ * Read until the empty line that ends the head (CR LF CR LF; a bare LF is
+ * accepted too, RFC 9112 section 2.2), then parse it. The request line is
+ * checked as soon as it is complete, so junk is answered at once.
+ */
+async function readHead(
+  read: (into: Uint8Array) => Promise<number | null>,
+  headTimeout: number,
+  idleTimeout: number,
+): Promise<HeadResult> {
+  const buf = new Uint8Array(MAX_HEAD_BYTES);
+  let length = 0;
+  let lineEnd = -1; // where the request line ends, once it has arrived
+  let isHead = false; // a HEAD request gets no body, even with an error
+  const deadline = performance.now() + seconds(headTimeout);
+  while (true) {
+    if (length === buf.length) {
+      return error(431, `request head over ${MAX_HEAD_BYTES} bytes`, isHead);
+    }
+    const headLeft = deadline - performance.now();
+    const n = await within(
+      read(buf.subarray(length)),
+      Math.min(headLeft, seconds(idleTimeout)),
+    );
+    if (n === false) { // no byte came in time
+      if (headLeft > seconds(idleTimeout)) {
+        return silent(`no reply: idle for ${idleTimeout} s`);
+      }
+      return length === 0
+        ? silent(`no request within ${headTimeout} s`)
+        : error(
+          408,
+          `the request head did not arrive within ${headTimeout} s`,
+          isHead,
+        );
+    }
+    if (n === null) { // the client closed its side (FIN): no more bytes
+      return length === 0
+        ? silent("no request: the client closed without sending one")
+        : error(400, "the client closed before the end of the head", isHead);
+    }
+    const before = length;
+    length += n;
+    if (lineEnd < 0) {
+      // A request line is printable ASCII, so one other byte (binary junk,
+      // the TLS handshake of an https:// client) gets 400 at once, instead
+      // of leaving both sides waiting for a line end that may never come.
+      const at = buf.subarray(before, length).indexOf(LF);
+      lineEnd = at < 0 ? -1 : before + at;
+      const bad = lineEnd < 0
+        ? notText(buf.subarray(before, length))
+        : checkRequestLine(buf.subarray(0, lineEnd));
+      if (bad) return bad;
+      isHead = lineEnd >= 0 && latin1(buf.subarray(0, 5)) === "HEAD ";
+    }
+    const end = findHeadEnd(buf, Math.max(0, before - 3), length);
+    if (end > 0) return parseHead(buf.subarray(0, end));
+  }
+}
+
+const LF = 0x0a;
+const CR = 0x0d;
+
+/** Index just past the first empty line (LF [CR] LF) in buf[0..length). */
+function findHeadEnd(buf: Uint8Array, from: number, length: number): number {
+  for (let i = buf.indexOf(LF, from); i >= 0 && i < length;) {
+    const next = buf[i + 1] === CR ? i + 2 : i + 1;
+    if (next < length && buf[next] === LF) return next + 1;
+    i = buf.indexOf(LF, i + 1);
+  }
+  return -1;
+}
+
+// The grammar, from RFC 9112 (HTTP/1.1) and RFC 9110 (HTTP semantics).
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+"; // method and header names
+const REQUEST_LINE = new RegExp(
+  `^(${TOKEN}) ([\\x21-\\x7e]+) HTTP/(\\d)\\.(\\d)$`,
+); // method SP request-target SP HTTP-version
+const HEADER_LINE = new RegExp(`^(${TOKEN}):([^]*)$`); // name ":" value
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/; // CTLs but HTAB: never in a value
+// Host: an IP literal in brackets, or a reg-name, then an optional :port.
+const HOST = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:\d*)?$/;
+
+/** 400 if the start of a request line holds a byte that is not text. */
+function notText(bytes: Uint8Array): HeadResult | undefined {
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i];
+    if ((b < 0x20 || b > 0x7e) && !(b === CR && i === bytes.length - 1)) {
+      return error(400, "malformed request line");
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Check a complete request line: 400 for anything that is not
+ * `METHOD TARGET HTTP/x.y`, 505 for a version other than 1.x.
+ */
+function checkRequestLine(bytes: Uint8Array): HeadResult | undefined {
+  const m = REQUEST_LINE.exec(latin1(bytes).replace(/\r$/, ""));
+  if (!m) return error(400, "malformed request line");
+  if (m[3] !== "1") {
+    return error(505, `HTTP/${m[3]}.${m[4]} is not spoken here, only HTTP/1.x`);
+  }
+  return undefined;
+}
+
+/**
+ * Parse a complete head (it ends with the empty line) into a request, or the
+ * error status that RFC 9112 and 9110 say a server MUST answer with.
+ */
+export function parseHead(bytes: Uint8Array): HeadResult {
+  // The head is bytes; UTF-8 text leaves the ASCII of the grammar (and any
+  // control character) as it is, and shows non-ASCII values readably.
+  const text = new TextDecoder().decode(bytes);
+  const lines = text.split(/\r?\n/);
+  const blank = lines.indexOf("");
+  if (blank >= 0) lines.length = blank; // drop the empty line, and the rest
+  const requestLine = lines[0] ?? "";
+  const m = REQUEST_LINE.exec(requestLine);
+  if (!m) return error(400, "malformed request line");
+  if (m[3] !== "1") {
+    return error(505, `HTTP/${m[3]}.${m[4]} is not spoken here, only HTTP/1.x`);
+  }
+  const isHead = m[1] === "HEAD";
+  const headers: [string, string][] = [];
+  for (const line of lines.slice(1)) {
+    const hm = HEADER_LINE.exec(line);
+    if (!hm) {
+      // Also a line that starts with a space (obsolete line folding) and
+      // a space before the colon: RFC 9112 section 5 says reject both.
+      return error(400, "malformed header line", isHead);
+    }
+    const value = trimSpaces(hm[2]); // spaces and tabs around are not value
+    if (CONTROL.test(value)) {
+      return error(400, `control character in the ${hm[1]} header`, isHead);
+    }
+    headers.push([hm[1], value]);
+  }
+  const all = (name: string) =>
+    headers.filter(([k]) => k.toLowerCase() === name).map(([, v]) => v);
+  // Host says which site the client wants; HTTP/1.1 makes it mandatory.
+  const host = all("host");
+  if (host.length === 0 && m[4] !== "0") {
+    return error(400, "HTTP/1.1 request without a Host header", isHead);
+  }
+  if (host.length > 1) return error(400, "more than one Host header", isHead);
+  if (host.length === 1 && !HOST.test(host[0])) {
+    return error(400, "invalid Host header", isHead);
+  }
+  // Content-Length and Transfer-Encoding say where a body ends. When they
+  // are unclear, two servers in a row may disagree about it: a smuggled
+  // request. So anything unclear is refused.
+  const lengths = all("content-length").flatMap((v) => v.split(","))
+    .map((v) => v.trim());
+  if (lengths.some((v) => !/^\d+$/.test(v))) {
+    return error(400, "invalid Content-Length", isHead);
+  }
+  if (new Set(lengths.map(Number)).size > 1) {
+    return error(400, "conflicting Content-Length headers", isHead);
+  }
+  const codings = all("transfer-encoding").join(",");
+  if (codings) {
+    if (lengths.length > 0) {
+      return error(
+        400,
+        "both Transfer-Encoding and Content-Length",
+        isHead,
+      );
+    }
+    if (!/(^|,)[ \t]*chunked[ \t]*$/i.test(codings)) {
+      return error(400, "Transfer-Encoding does not end in chunked", isHead);
+    }
+  }
+  return {
+    kind: "request",
+    bytes: bytes.length,
+    request: {
+      method: m[1],
+      target: m[2],
+      version: `${m[3]}.${m[4]}`,
+      requestLine,
+      headers,
+    },
+  };
+}
+
+/** Reason phrases of the statuses this server sends. */
+export const REASONS: Record<number, string> = {
+  200: "OK",
+  400: "Bad Request",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  431: "Request Header Fields Too Large",
+  505: "HTTP Version Not Supported",
+};
+
+/**
+ * A whole response as bytes: status line, headers, empty line, body.
+ * `Content-Length` is the body's size in BYTES (not characters): the client
+ * reads exactly that many. `headOnly` (for HEAD) leaves the body out but
+ * keeps its length.
+ */
+export function httpResponse(
+  status: number,
+  type: "text/html" | "text/plain",
+  body: string,
+  headOnly = false,
+  extra: [string, string][] = [],
+): Uint8Array {
+  const bytes = new TextEncoder().encode(body);
+  const head = [
+    `HTTP/1.1 ${status} ${REASONS[status]}`,
+    `Content-Type: ${type}; charset=utf-8`,
+    `Content-Length: ${bytes.length}`,
+    `Connection: close`,
+    `Date: ${new Date().toUTCString()}`,
+    `Server: deno-socket-playground`,
+    ...extra.map(([k, v]) => `${k}: ${v}`),
+    "",
+    "",
+  ].join("\r\n");
+  const headBytes = new TextEncoder().encode(head);
+  if (headOnly) return headBytes;
+  const out = new Uint8Array(headBytes.length + bytes.length);
+  out.set(headBytes);
+  out.set(bytes, headBytes.length);
+  return out;
+}
+
+/**
+ * Close politely: send our FIN (`closeWrite`), then read and throw away what
+ * the client still sends until it closes too (at most LINGER_MS, at most
+ * LINGER_MAX_BYTES). Closing a socket with unread bytes in it makes the OS
+ * send a reset, and a reset can destroy the response before the client has
+ * read it.
+ */
+async function lingeringClose(
+  conn: Deno.Conn,
+  read: (into: Uint8Array) => Promise<number | null>,
+): Promise<void> {
+  try {
+    await conn.closeWrite();
+    const until = performance.now() + LINGER_MS;
+    const scratch = new Uint8Array(4096);
+    for (let total = 0; total < LINGER_MAX_BYTES;) {
+      const n = await within(read(scratch), until - performance.now());
+      if (n === null || n === false) return;
+      total += n;
+    }
+  } catch {
+    // A reset now changes nothing: the response is already on its way.
+  }
+}
+const LINGER_MS = 1000; // how long we wait for the client's FIN after ours
+const LINGER_MAX_BYTES = 1024 * 1024; // how much we read and discard
+
+/** Escape text for HTML: every value from the request is untrusted. */
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+}
+
+function htmlPage(info: PageInfo): string {
+  const e = escapeHtml;
+  const headers = info.request.headers.map(([k, v]) => `${k}: ${v}`).join("\n");
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Socket playground: your request</title>
+<style>body{font-family:system-ui,sans-serif;max-width:46em;margin:2em auto;padding:0 1em}pre,td{font-family:ui-monospace,monospace}td,th{padding:.2em .8em;text-align:left}</style>
+</head>
+<body>
+<h1>Hello from a socket</h1>
+<p>Your browser opened a TCP connection to this server and sent the request
+below. The connection is named by its <strong>socket pair</strong>:</p>
+<table>
+<tr><th>you (client)</th><td>${e(info.client)}</td></tr>
+<tr><th>me (server)</th><td>${e(info.server)}</td></tr>
+<tr><th>protocol</th><td>TCP, carrying HTTP/${e(info.request.version)}</td></tr>
+</table>
+<p>The client port is not the one in the address bar: your OS picked a free
+"ephemeral" port for your end of the connection. Reload and it changes;
+the server's port stays.</p>
+<h2>Request line</h2>
+<pre>${e(info.request.requestLine)}</pre>
+<h2>Headers received</h2>
+<pre>${e(headers)}</pre>
+<h2>What happened on the wire</h2>
+<ol>
+<li>Your client (a browser, curl, client.ts) connected: SYN, SYN-ACK, ACK, the TCP handshake.</li>
+<li>It wrote a request head of ${info.headBytes} bytes: the request line, the headers, an empty line.</li>
+<li>The server read them, wrote this page after a status line and headers
+(Content-Length, Connection: close) and closed its end.</li>
+</ol>
+<p>Run the server with <code>--hex</code> to see those bytes.</p>
+</body>
+</html>
+`;
+}
+
+function plainPage(info: PageInfo): string {
+  const headers = info.request.headers.map(([k, v]) => `  ${k}: ${v}`)
+    .join("\n");
+  return `Hello from a socket.
+socket pair:
+  you (client): ${info.client}
+  me (server):  ${info.server}
+  protocol:     TCP, carrying HTTP/${info.request.version}
+request line:
+  ${info.request.requestLine}
+headers received:
+${headers}
+on the wire: your client connected (SYN, SYN-ACK, ACK), wrote a request head
+of ${info.headBytes} bytes, the server wrote this reply and closed (Connection: close).
+`;
+}
+
+// Run as a program (not imported): main and the plumbing it uses are below
+// this line, so start once the whole file has loaded.
+if (import.meta.main) addEventListener("load", () => runMain(main, USAGE));
+
+// ───── plumbing: flags, usage, errors, signals, limits ─────
+
+/** Everything http.ts can be told on the command line. */
+export interface HttpOptions {
+  /** Address to bind: `127.0.0.1` (only this machine) unless told. */
+  hostname: string;
+  /** Port to bind; 0 asks the OS for a free one. */
+  port: number;
+  /** Connections served at once; one more is closed at once. */
+  maxConnections: number;
+  /** Seconds a connection may move no bytes before it is closed (0: never). */
+  idleTimeout: number;
+  /** Seconds from the connection opening to the end of the head (0: never). */
+  headTimeout: number;
+  /** Leave out the per-exchange log lines. */
+  quiet: boolean;
+  /** One line per read and write, with its size. */
+  trace: boolean;
+  /** Under each traced line, the bytes in the xxd layout (implies trace). */
+  hex: boolean;
+}
+
+/** The defaults, as `--help` shows them. */
+export const DEFAULTS: HttpOptions = {
+  hostname: "127.0.0.1",
+  port: 8080,
+  maxConnections: 1000,
+  idleTimeout: 30,
+  headTimeout: 10,
+  quiet: false,
+  trace: false,
+  hex: false,
+};
+
+/** Seconds exchanges in flight get to finish after SIGINT/SIGTERM. */
+export const GRACE_SECONDS = 5;
+
+/** The usage text printed by `--help` and after a bad flag. */
+export const USAGE = `usage: deno run --allow-net=127.0.0.1 http.ts [options]
+
+A web server written by hand on a TCP socket: each connection gets one
+HTTP/1.1 exchange, a page that shows the socket pair and the request.
+
+options:
+  --hostname H          address to bind (default ${DEFAULTS.hostname}: only this
+                        machine can connect); 0.0.0.0 (or ::) opens it to
+                        every network this machine is on, and Deno then
+                        needs --allow-net=0.0.0.0
+  --port N              port to bind, 0..65535; 0 picks a free one
+                        (default ${DEFAULTS.port})
+  --max-connections N   connections served at once; more are closed at
+                        once (default ${DEFAULTS.maxConnections})
+  --idle-timeout S      close a connection that moves no bytes for S
+                        seconds; 0 never (default ${DEFAULTS.idleTimeout})
+  --head-timeout S      the whole request head must arrive within S seconds
+                        of connecting, else 408; 0 never (default ${DEFAULTS.headTimeout})
+  --quiet               no log line per exchange
+  --trace               one line per read and write: "tcp #N read 78 bytes"
+  --hex                 also dump those bytes as xxd does (implies --trace)
+  --help                show this help
+
+The first line of output is "tcp listening on HOST:PORT". Ctrl-C (or
+SIGTERM) stops accepting, gives exchanges in flight up to ${GRACE_SECONDS} s, prints a
+summary; a second Ctrl-C closes them at once.`;
+
+const FLAGS = {
+  hostname: { type: "string" },
+  port: { type: "string" },
+  "max-connections": { type: "string" },
+  "idle-timeout": { type: "string" },
+  "head-timeout": { type: "string" },
+  quiet: { type: "boolean" },
+  trace: { type: "boolean" },
+  hex: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsOptionsConfig;
+
+/**
+ * Parse the command line. Throws {@link UsageError} for an unknown flag or a
+ * bad value; returns `"help"` for `--help`.
+ */
+export function parseHttpArgs(args: string[]): HttpOptions | "help" {
+  const { values: v } = parseFlags(args, FLAGS);
+  if (v.help) return "help";
+  const o = { ...DEFAULTS };
+  if (v.hostname !== undefined) o.hostname = parseHostname(v.hostname);
+  if (v.port !== undefined) o.port = parseInteger("--port", v.port, 0, 65535);
+  if (v["max-connections"] !== undefined) {
+    o.maxConnections = parseInteger(
+      "--max-connections",
+      v["max-connections"],
+      1,
+      1_000_000,
+    );
+  }
+  if (v["idle-timeout"] !== undefined) {
+    o.idleTimeout = parseSeconds("--idle-timeout", v["idle-timeout"]);
+  }
+  if (v["head-timeout"] !== undefined) {
+    o.headTimeout = parseSeconds("--head-timeout", v["head-timeout"]);
+  }
+  o.quiet = v.quiet ?? false;
+  o.hex = v.hex ?? false;
+  o.trace = (v.trace ?? false) || o.hex;
+  return o;
+}
+
+/** What the accept loop needs of a listener (a `Deno.TcpListener`). */
+export interface Listener {
+  accept(): Promise<Deno.TcpConn>;
+  close(): void;
+}
+
+/** Options for {@link answerHttp}; all have defaults. */
+export interface AnswerOptions {
+  /** Seconds from the start to the end of the request head (0: never). */
+  headTimeout?: number;
+  /** Seconds without a byte moving before the connection is closed. */
+  idleTimeout?: number;
+  /** Abort to close the connection now; the reason goes in the log. */
+  signal?: AbortSignal;
+  /** Called for each read and write (`read 78 bytes`) when tracing. */
+  trace?: (what: string, bytes: Uint8Array) => void;
+}
+
+/** Options for {@link serveHttp}; all have defaults. */
+export interface ServeHttpOptions extends Partial<HttpOptions> {
+  /** Abort to stop: stop accepting, give open exchanges `grace` seconds. */
+  signal?: AbortSignal;
+  /** Abort to end the grace period early: close open connections now. */
+  force?: AbortSignal;
+  /** Seconds open exchanges get after `signal` (default GRACE_SECONDS). */
+  grace?: number;
+  /** Where log and trace lines go (best-effort stdout by default). */
+  log?: (line: string) => void;
+  /** Where warnings go, such as accept errors (stderr by default). */
+  warn?: (line: string) => void;
+}
+
+/** What {@link serveHttp} reports when it stops. */
+export interface HttpSummary {
+  /** Connections accepted and answered (or closed by a limit). */
+  connections: number;
+  /** Connections closed at once because --max-connections was reached. */
+  refused: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** What one connection's exchange came to, for the log line. */
+export interface HttpExchange {
+  /** The status sent, or 0 when nothing was sent. */
+  status: number;
+  /** `200 "GET / HTTP/1.1"`, `400 (why)`, or `no reply: why`. */
+  outcome: string;
+  /** Size of the request head, empty line included (0 if incomplete). */
+  headBytes: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** A parsed request head. */
+export interface HttpRequest {
+  method: string;
+  target: string;
+  /** `1.1` or `1.0`. */
+  version: string;
+  requestLine: string;
+  /** Header lines in order, name as sent, value without the spaces around. */
+  headers: [string, string][];
+}
+
+/** What reading the head came to: a request, an error status, or nothing. */
+export type HeadResult =
+  | { kind: "request"; request: HttpRequest; bytes: number }
+  | { kind: "error"; status: number; why: string; isHead: boolean }
+  | { kind: "silent"; why: string };
+
+function error(status: number, why: string, isHead = false): HeadResult {
+  return { kind: "error", status, why, isHead };
+}
+
+function silent(why: string): HeadResult {
+  return { kind: "silent", why };
+}
+
+interface PageInfo {
+  client: string;
+  server: string;
+  request: HttpRequest;
+  headBytes: number;
+}
+
+/** Bytes as text, one character per byte (for the ASCII grammar checks). */
+function latin1(bytes: Uint8Array): string {
+  let text = "";
+  for (const b of bytes) text += String.fromCharCode(b);
+  return text;
+}
+
+/** `text` without the spaces and tabs at either end (in linear time). */
+function trimSpaces(text: string): string {
+  let start = 0;
+  let end = text.length;
+  while (start < end && (text[start] === " " || text[start] === "\t")) start++;
+  while (end > start && (text[end - 1] === " " || text[end - 1] === "\t")) {
+    end--;
+  }
+  return text.slice(start, end);
+}
+
+/** Seconds to milliseconds, 0 (never) as Infinity. */
+function seconds(s: number | undefined): number {
+  return s ? s * 1000 : Infinity;
+}
+
+/**
+ * Wait for `promise` at most `ms` milliseconds: its value, or `false` when
+ * the time ran out. A read left pending then still counts its bytes when it
+ * completes; its failure (the connection closed meanwhile) is ignored.
+ */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | false> {
+  if (ms === Infinity) return await promise;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), Math.max(0, ms));
+  });
+  try {
+    const result = await Promise.race([promise, timeout]);
+    if (result === false) promise.catch(() => {});
+    return result;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * After the accept loop has stopped: wait for the open exchanges, at most
+ * `grace` seconds (or until `force` aborts), then close what is left.
+ */
+async function finishWithin(
+  handlers: Set<Promise<void>>,
+  open: Map<number, AbortController>,
+  grace: number,
+  force?: AbortSignal,
+): Promise<void> {
+  const closeAll = (reason: string) => {
+    for (const stop of open.values()) stop.abort(reason);
+  };
+  const timer = setTimeout(
+    () => closeAll(`shutdown, grace of ${grace} s over`),
+    grace * 1000,
+  );
+  const forced = () => closeAll("shutdown, forced by a second signal");
+  force?.addEventListener("abort", forced, { once: true });
+  if (force?.aborted) forced();
+  await Promise.all(handlers);
+  clearTimeout(timer);
+  force?.removeEventListener("abort", forced);
+}
+
+/**
+ * How the accept loop treats a failed accept(). One that belongs to one
+ * connection (the client reset before we took it: ENOTCONN, ECONNRESET,
+ * ECONNABORTED) is skipped at once: waiting would only delay the next
+ * client. A shortage (EMFILE, ENFILE: no file descriptors; ENOBUFS, ENOMEM)
+ * will not go away by retrying at once, so we back off briefly, 10 ms
+ * doubling up to 1 s, and say so; so do we for an error we do not know,
+ * rather than spin on it.
+ */
+class AcceptBackoff {
+  #ms = 0;
+  #warn: (line: string) => void;
+  constructor(warn: (line: string) => void) {
+    this.#warn = warn;
+  }
+  reset(): void {
+    this.#ms = 0;
+  }
+  async after(err: unknown, signal: AbortSignal): Promise<void> {
+    const message = err instanceof Error ? err.message : String(err);
+    const perConnection = err instanceof Deno.errors.NotConnected ||
+      err instanceof Deno.errors.ConnectionReset ||
+      err instanceof Deno.errors.ConnectionAborted ||
+      /os error (107|104|103)\)/.test(message);
+    if (perConnection) return;
+    this.#ms = Math.min(Math.max(this.#ms * 2, 10), 1000);
+    this.#warn(
+      `warning: accept failed: ${message}; retrying in ${this.#ms} ms`,
+    );
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, this.#ms);
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+}
+
+function describeConnectionError(err: unknown): string {
+  if (err instanceof Deno.errors.ConnectionReset) return "reset by the client";
+  if (err instanceof Deno.errors.BrokenPipe) {
+    return "the client stopped reading (broken pipe)";
+  }
+  if (err instanceof Deno.errors.NotConnected) return "the client went away";
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * The command-line program: parse flags, listen, print the listening line,
+ * serve until SIGINT/SIGTERM, print a summary. Returns the exit status;
+ * throws {@link UsageError} or an Error with a plain reason.
+ */
+export async function main(args: string[]): Promise<number> {
+  const options = parseHttpArgs(args);
+  if (options === "help") {
+    await writeStdout(USAGE + "\n");
+    return 0;
+  }
+  const listener = listenHttp(options);
+  // Ctrl-C (SIGINT) and `kill` (SIGTERM) stop the server cleanly. Listen
+  // for them before saying we listen: whoever reads that line may stop us.
+  const stop = new AbortController();
+  const force = new AbortController();
+  const removeSignals = onStopSignals(() => stop.abort(), () => force.abort());
+  try {
+    log(`tcp listening on ${formatAddr(listener.addr)}`);
+    const s = await serveHttp(listener, {
+      ...options,
+      signal: stop.signal,
+      force: force.signal,
+    });
+    log(
+      `http server stopped: ${s.connections} connections, ${s.refused} refused, ${s.bytesIn} bytes in, ${s.bytesOut} bytes out`,
+    );
+  } finally {
+    removeSignals();
+  }
+  return 0;
+}
+
+// ===== shared block: begin =====
+// The same lines stand in server.ts, http.ts, client.ts and udp.ts, so each
+// file runs alone when copied; tests/shared_block_test.ts keeps them equal.
+// Change one copy, then paste it into the other three.
+
+/** A bad command line: the reason is printed with the usage, exit 2. */
+export class UsageError extends Error {}
+
+/**
+ * Parse `args` with `parseArgs` from `node:util` (built into Deno), turning
+ * its errors into one-line {@link UsageError}s a person can act on.
+ */
+export function parseFlags<T extends ParseArgsOptionsConfig>(
+  args: string[],
+  options: T,
+  allowPositionals = false,
+) {
+  try {
+    return parseArgs({ args, options, allowPositionals, strict: true });
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    const flag = /'(-[^' ]*)/.exec(message)?.[1] ?? "";
+    const code = (err as { code?: string }).code;
+    if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+      throw new UsageError(`unknown flag ${JSON.stringify(flag)}`);
+    }
+    if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
+      const arg = /'([^']*)'/.exec(message)?.[1] ?? "";
+      throw new UsageError(`unexpected argument ${JSON.stringify(arg)}`);
+    }
+    if (/does not take an argument/.test(message)) {
+      throw new UsageError(`${flag} takes no value`);
+    }
+    if (/ambiguous/.test(message)) {
+      throw new UsageError(
+        `${flag} needs a value; for one that starts with "-", write ${flag}=VALUE`,
+      );
+    }
+    if (/argument missing/.test(message)) {
+      throw new UsageError(`${flag} needs a value`);
+    }
+    throw new UsageError(message.split("\n")[0]);
+  }
+}
+
+/**
+ * Check `--hostname`: an IPv4 or IPv6 literal (`::1` or `[::1]`) or a name.
+ * Host and port in one (`127.0.0.1:8080`) is the usual slip: say so.
+ */
+export function parseHostname(text: string): string {
+  const bracketed = /^\[([^\]]*)\](:\d+)?$/.exec(text);
+  const host = bracketed ? bracketed[1] : text;
+  if (bracketed?.[2] || (!bracketed && /^[^:]*:\d*$/.test(text))) {
+    throw new UsageError(
+      `--hostname takes no port (${JSON.stringify(text)}); use --port`,
+    );
+  }
+  if (!/^[0-9A-Za-z.:_%-]+$/.test(host)) {
+    throw new UsageError(
+      `--hostname: not an address or name: ${JSON.stringify(text)}`,
+    );
+  }
+  return host;
+}
+
+/** A whole number from `min` to `max`, or a {@link UsageError}. */
+export function parseInteger(
+  flag: string,
+  text: string,
+  min: number,
+  max: number,
+): number {
+  const n = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= max)) {
+    throw new UsageError(
+      `${flag} must be a whole number from ${min} to ${max}, not ${
+        JSON.stringify(text)
+      }`,
+    );
+  }
+  return n;
+}
+
+/** A number of seconds, 0 or more (`0.5` allowed), or a {@link UsageError}. */
+export function parseSeconds(flag: string, text: string): number {
+  const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 0)) {
+    throw new UsageError(
+      `${flag} must be a number of seconds, 0 or more, not ${
+        JSON.stringify(text)
+      }`,
+    );
+  }
+  return n;
+}
+
+/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
+export function formatAddr(
+  addr: Deno.Addr | { hostname: string; port: number },
+): string {
+  if (!("hostname" in addr)) return "path" in addr ? addr.path : addr.transport;
+  return addr.hostname.includes(":")
+    ? `[${addr.hostname}]:${addr.port}`
+    : `${addr.hostname}:${addr.port}`;
+}
+
+/** A host as `--allow-net` wants it: IPv6 in brackets. */
+export function allowNetHost(hostname: string): string {
+  return hostname.includes(":") ? `[${hostname}]` : hostname;
+}
+
+/**
+ * Why a listening socket could not be opened, in one sentence that names
+ * the protocol and address (`where`, e.g. `tcp 127.0.0.1:8080`) and what to
+ * try: another program has the port, Deno lacks the grant, the OS refuses a
+ * low port, the address is not this machine's, the name does not resolve.
+ */
+export function explainListenError(
+  err: unknown,
+  where: string,
+  hostname: string,
+): string {
+  if (err instanceof Deno.errors.AddrInUse) {
+    return `${where} is already in use: another program is listening there; stop it, or pick another --port (--port 0 picks a free one)`;
+  }
+  if (err instanceof Deno.errors.NotCapable) {
+    return `Deno has no permission to listen on ${where}; run again with --allow-net=${
+      allowNetHost(hostname)
+    }`;
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return `the OS refused to let this process listen on ${where} (ports below 1024 need privileges); use a port from 1024 up`;
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return `cannot listen on ${where}: that address does not belong to this machine; try 127.0.0.1`;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  if (/lookup|resolve|Name or service not known|No address/i.test(message)) {
+    return `cannot listen on ${where}: the name ${
+      JSON.stringify(hostname)
+    } does not resolve to an address; check the spelling or use an address such as 127.0.0.1`;
+  }
+  return `cannot listen on ${where}: ${message}`;
+}
+
+/** Anything with a `write` that may take only part of the bytes. */
+export interface Writer {
+  write(p: Uint8Array): Promise<number>;
+}
+
+/**
+ * Write all of `data`: `write()` may accept only part of it per call, so
+ * loop. `onWrite`, if given, sees each piece a single write() took.
+ */
+export async function writeAll(
+  writer: Writer,
+  data: Uint8Array,
+  onWrite?: (piece: Uint8Array) => void,
+): Promise<void> {
+  let written = 0;
+  while (written < data.length) {
+    const n = await writer.write(data.subarray(written));
+    if (onWrite) onWrite(data.subarray(written, written + n));
+    written += n;
+  }
+}
+
+/**
+ * Print a log line on stdout. Logging is best effort: when stdout cannot
+ * be written (terminal closed, disk full, /dev/full, a closed pipe) the
+ * program goes on serving, and says so once on stderr.
+ */
+export function log(line: string): void {
+  try {
+    console.log(line);
+  } catch (err) {
+    if (logFailed) return;
+    logFailed = true;
+    warn(
+      `warning: cannot write to stdout (${
+        err instanceof Error ? err.message : err
+      }); going on without log lines`,
+    );
+  }
+}
+let logFailed = false;
+
+/** Print a line on stderr; if even that fails, there is nowhere to say so. */
+export function warn(line: string): void {
+  try {
+    console.error(line);
+  } catch { /* stderr is gone too */ }
+}
+
+/** The `xxd` layout: offset, 16 bytes in hex by pairs, the bytes as ASCII. */
+export function hexDump(bytes: Uint8Array): string[] {
+  const lines: string[] = [];
+  for (let offset = 0; offset < bytes.length; offset += 16) {
+    const row = bytes.subarray(offset, offset + 16);
+    let hex = "";
+    let text = "";
+    for (let i = 0; i < row.length; i++) {
+      hex += row[i].toString(16).padStart(2, "0") + (i % 2 ? " " : "");
+      text += row[i] >= 0x20 && row[i] < 0x7f
+        ? String.fromCharCode(row[i])
+        : ".";
+    }
+    lines.push(
+      `${offset.toString(16).padStart(8, "0")}: ${hex.padEnd(40)} ${text}`,
+    );
+  }
+  return lines;
+}
+
+/**
+ * `--trace`: one line for one read, write or datagram, `what` says which
+ * (`read 5 bytes`); with `hex`, the bytes follow in the xxd layout.
+ */
+export function traceBytes(
+  print: (line: string) => void,
+  what: string,
+  bytes: Uint8Array,
+  hex: boolean,
+): void {
+  print(what);
+  if (hex) { for (const line of hexDump(bytes)) print(line); }
+}
+
+/**
+ * Call `stop` on the first SIGINT (Ctrl-C) or SIGTERM, `force` on a second.
+ * Add the listeners before printing the listening line: a signal that comes
+ * before them kills the process. Returns a function that removes them.
+ */
+export function onStopSignals(
+  stop: () => void,
+  force: () => void = () => {},
+): () => void {
+  let count = 0;
+  const handler = () => ++count === 1 ? stop() : force();
+  const signals: Deno.Signal[] = Deno.build.os === "windows"
+    ? ["SIGINT"]
+    : ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, handler);
+  return () => {
+    for (const s of signals) Deno.removeSignalListener(s, handler);
+  };
+}
+
+/**
+ * Run a command-line `main` and exit: a {@link UsageError} prints the reason
+ * and `usage` (exit 2); any other error is an expected failure, one
+ * `error:` line with no stack trace (exit 1).
+ */
+export async function runMain(
+  main: (args: string[]) => Promise<number>,
+  usage: string,
+): Promise<never> {
+  let code: number;
+  try {
+    code = await main(Deno.args);
+  } catch (err) {
+    const usageError = err instanceof UsageError;
+    warn(
+      `error: ${err instanceof Error ? err.message : err}${
+        usageError ? `\n\n${usage}` : ""
+      }`,
+    );
+    code = usageError ? 2 : 1;
+  }
+  Deno.exit(code);
+}
+
+/** Print text on stdout (usage, data); a failure is an `error:` line. */
+export async function writeStdout(data: Uint8Array | string): Promise<void> {
+  const bytes = typeof data === "string"
+    ? new TextEncoder().encode(data)
+    : data;
+  try {
+    await writeAll(Deno.stdout, bytes);
+  } catch (err) {
+    // Whoever reads our stdout went away (`| head`): that is their choice.
+    if (err instanceof Deno.errors.BrokenPipe) Deno.exit(0);
+    throw new Error(
+      `cannot write to stdout: ${err instanceof Error ? err.message : err}`,
+      { cause: err },
+    );
+  }
+}
+// ===== shared block: end =====

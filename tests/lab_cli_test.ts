@@ -1,0 +1,90 @@
+/**
+ * lab.ts's command line, the fast part: help, a bad flag, and the refusals
+ * where the lab cannot work (not root; lab.ts copied away from the scripts
+ * it runs). Each refusal is one `error:` line, exit 1, and makes nothing.
+ * The lab itself (root, namespaces) is tests/stress/lab_test.ts.
+ */
+import assert from "node:assert/strict";
+import {
+  CHILD_ENV,
+  hasStackTrace,
+  projectPath,
+  runScript,
+} from "./lib/spawn.ts";
+
+/** The permissions `deno task lab` grants (deno.json). */
+const LAB_FLAGS = ["--allow-run", "--allow-read", "--allow-env", "--allow-net"];
+
+async function run(command: string, args: string[]) {
+  const { code, stdout, stderr } = await new Deno.Command(command, {
+    args,
+    env: CHILD_ENV,
+    stdin: "null",
+  }).output();
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code, out: text(stdout), err: text(stderr) };
+}
+
+async function netnsList(): Promise<string> {
+  return (await run("ip", ["netns", "list"]).catch(() => ({ out: "" }))).out;
+}
+
+/** The one `error:` line a refusal must be. */
+function assertOneErrorLine(stderr: string, re: RegExp) {
+  const lines = stderr.trim().split("\n");
+  assert.equal(lines.length, 1, `one line expected, got:\n${stderr}`);
+  assert.match(lines[0], /^error: /);
+  assert.match(lines[0], re);
+  assert.ok(!hasStackTrace(stderr), stderr);
+}
+
+Deno.test("lab.ts --help prints the usage on stdout and exits 0", async () => {
+  const r = await runScript("lab.ts", ["--help"], { denoFlags: LAB_FLAGS });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.out, /^usage: deno task lab/);
+  assert.match(r.out, /198\.18\.0\.0\/15/);
+  assert.equal(r.stderr, "");
+});
+
+Deno.test("lab.ts with an unknown flag is a usage error, exit 2", async () => {
+  const r = await runScript("lab.ts", ["--bogus"], { denoFlags: LAB_FLAGS });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /^error: unknown flag "--bogus"\n\nusage: /);
+  assert.equal(r.out, "");
+});
+
+Deno.test("lab.ts without root refuses with the reason, exit 1, and makes no namespace", async () => {
+  const before = await netnsList();
+  // As root, drop to nobody for this run; as anyone else, run it as is.
+  const isRoot = (await run("id", ["-u"])).out.trim() === "0";
+  const deno = [
+    Deno.execPath(),
+    "run",
+    ...LAB_FLAGS,
+    projectPath("lab.ts"),
+  ];
+  const r = isRoot
+    ? await run("setpriv", [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      ...deno,
+    ])
+    : await run(deno[0], deno.slice(1));
+  assert.equal(r.code, 1, r.err);
+  assertOneErrorLine(r.err, /needs root.*user id \d+.*run it as root/);
+  assert.equal(r.out, "");
+  assert.equal(await netnsList(), before);
+});
+
+Deno.test("lab.ts copied away from server.ts, client.ts and udp.ts says so, exit 1", async () => {
+  const dir = (await run("mktemp", ["-d"])).out.trim();
+  try {
+    await run("cp", [projectPath("lab.ts"), dir]);
+    const r = await runScript(`${dir}/lab.ts`, [], { denoFlags: LAB_FLAGS });
+    assert.equal(r.code, 1, r.stderr);
+    assertOneErrorLine(r.stderr, /server\.ts is not beside lab\.ts/);
+  } finally {
+    await run("rm", ["-rf", dir]);
+  }
+});

@@ -1,0 +1,297 @@
+/**
+ * `deno task lab`, the two-host lab in network namespaces, run for real:
+ * its table (who reached what), its three ways a connect fails, and that it
+ * leaves nothing behind (namespaces, links, processes), also when stopped
+ * by Ctrl-C or SIGTERM halfway. Needs root and `ip`; where namespaces
+ * cannot be made, the tests are skipped and say why.
+ */
+import assert from "node:assert/strict";
+import {
+  CHILD_ENV,
+  OutputCollector,
+  projectPath,
+  ROOT,
+  runTask,
+  withTimeout,
+} from "../lib/spawn.ts";
+
+/** The permissions `deno task lab` grants (deno.json). */
+const LAB_FLAGS = ["--allow-run", "--allow-read", "--allow-env", "--allow-net"];
+
+async function sh(command: string, args: string[]) {
+  const { code, stdout, stderr } = await new Deno.Command(command, {
+    args,
+    stdin: "null",
+  }).output();
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code, out: text(stdout), err: text(stderr) };
+}
+
+/** Why the lab cannot run here, or "" when it can. */
+async function whyNoLab(): Promise<string> {
+  if (Deno.build.os !== "linux") return "not Linux";
+  const uid = await sh("id", ["-u"]).catch(() => ({ out: "" }));
+  if (uid.out.trim() !== "0") return "not root (ip netns needs it)";
+  const probe = `labtest-${Deno.pid}`;
+  const add = await sh("ip", ["netns", "add", probe]).catch((e) => ({
+    code: 1,
+    err: String(e),
+  }));
+  if (add.code !== 0) return `cannot create a namespace: ${add.err.trim()}`;
+  await sh("ip", ["netns", "del", probe]);
+  return "";
+}
+
+const reason = await whyNoLab();
+if (reason) console.log(`lab tests skipped: ${reason}`);
+const skipped = reason ? ` (skipped: ${reason})` : "";
+
+/** What the machine holds that a lab run could leave behind. */
+interface Snapshot {
+  netns: string;
+  links: string;
+  /** Processes in a network namespace other than ours: "pid cmdline". */
+  foreign: string[];
+}
+
+async function snapshot(): Promise<Snapshot> {
+  const netns = (await sh("ip", ["netns", "list"])).out;
+  const links = (await sh("ip", ["-o", "link"])).out;
+  // Every process's network namespace, next to our own (via /proc, with
+  // sh: Deno wants --allow-all to read /proc itself).
+  const script = `me=$(readlink /proc/$$/ns/net)
+for d in /proc/[0-9]*; do
+  n=$(readlink $d/ns/net 2>/dev/null) || continue
+  [ "$n" = "$me" ] || echo "\${d#/proc/} $(tr '\\0' ' ' < $d/cmdline 2>/dev/null)"
+done`;
+  const foreign = (await sh("sh", ["-c", script])).out.split("\n")
+    .filter((l) => l.trim());
+  return { netns, links, foreign };
+}
+
+/** The lab's names in its output: namespaces lab-PID-x, links labPIDx. */
+function labNames(out: string): { netns: string[]; links: string[] } {
+  const m = [...out.matchAll(/namespace (lab-\d+-[ab]), (lab\d+[ab]) /g)];
+  assert.equal(m.length, 2, `no host lines in:\n${out}`);
+  return { netns: m.map((x) => x[1]), links: m.map((x) => x[2]) };
+}
+
+/**
+ * Nothing of the run named in `out` is left, and no new process sits in
+ * another network namespace. Whatever is left is removed first (so a
+ * failing lab does not leave this machine dirty), then reported.
+ */
+async function assertNothingLeft(before: Snapshot, out: string) {
+  const after = await snapshot();
+  const names = labNames(out);
+  const beforePids = new Set(before.foreign.map((l) => l.split(" ")[0]));
+  const stray = after.foreign.filter((l) => !beforePids.has(l.split(" ")[0]));
+  const leftNetns = names.netns.filter((ns) =>
+    after.netns.split(/\s+/).includes(ns)
+  );
+  const leftLinks = names.links.filter((link) =>
+    new RegExp(`\\b${link}\\b`).test(after.links)
+  );
+  for (const line of stray) {
+    try {
+      Deno.kill(Number(line.split(" ")[0]), "SIGKILL");
+    } catch { /* gone */ }
+  }
+  for (const ns of leftNetns) await sh("ip", ["netns", "del", ns]);
+  for (const link of leftLinks) await sh("ip", ["link", "del", link]);
+  assert.deepEqual(leftNetns, [], `namespaces left:\n${after.netns}`);
+  assert.deepEqual(leftLinks, [], `links left:\n${after.links}`);
+  assert.deepEqual(stray, [], "processes left in a namespace");
+}
+
+/** A cell of the table: did the echo come back, and the note if not. */
+interface Cell {
+  ok: boolean;
+  note: string;
+}
+
+/** The table the lab printed: rows by bind address, then by protocol. */
+function parseTable(out: string) {
+  const lines = out.split("\n");
+  const headAt = lines.findIndex((l) =>
+    /^bound to\s+proto\s+listening on/.test(l)
+  );
+  assert.ok(headAt >= 0, `no table in:\n${out}`);
+  const head = lines[headAt].split(/\s{2,}/);
+  const notes = new Map<string, string>();
+  for (const m of out.matchAll(/^\[(\d+)\] (.*)$/gm)) notes.set(m[1], m[2]);
+  const rows = new Map<
+    string,
+    Record<string, { listening: string; cells: Record<string, Cell> }>
+  >();
+  let bind = "";
+  for (const line of lines.slice(headAt + 1)) {
+    if (!line.trim()) break;
+    const parts = line.trim().split(/\s{2,}/);
+    if (!line.startsWith(" ")) bind = parts.shift()!.replace(/ \(.*\)$/, "");
+    const [proto, listening, ...cells] = parts;
+    const byTarget: Record<string, Cell> = {};
+    cells.forEach((c, i) => {
+      const note = /\[(\d+)\]/.exec(c)?.[1] ?? "";
+      byTarget[head[3 + i]] = {
+        ok: /^echo \d+ ms$/.test(c),
+        note: notes.get(note) ?? "",
+      };
+    });
+    rows.set(bind, {
+      ...rows.get(bind),
+      [proto]: { listening, cells: byTarget },
+    });
+  }
+  return rows;
+}
+
+/** One case of "the three ways a connect fails": its error and time. */
+function failure(out: string, title: RegExp): { error: string; ms: number } {
+  const m = new RegExp(
+    `^${title.source}.*\\n(?:   .*\\n)*?   client\\.ts said \\(its whole run took (\\d+) ms.*\\n   (.*)$`,
+    "m",
+  ).exec(out);
+  assert.ok(m, `no case ${title} in:\n${out}`);
+  return { ms: Number(m[1]), error: m[2] };
+}
+
+Deno.test({
+  name:
+    `deno task lab: loopback is private, the link address and 0.0.0.0 reach B, a name binds what it resolves to; refused, no route and timeout are told apart; nothing is left${skipped}`,
+  ignore: reason !== "",
+  async fn() {
+    const before = await snapshot();
+    const r = await runTask("lab", [], { timeoutMs: 60_000 });
+    const out = r.out;
+    try {
+      assert.equal(r.code, 0, `exit ${r.code}\n${out}\n${r.stderr}`);
+      assert.equal(r.stderr, "");
+      const table = parseTable(out);
+      const L = "A → 127.0.0.1", AL = "A → 198.18.0.1", BL = "B → 198.18.0.1";
+      const reach = (bind: string, proto: string) => {
+        const row = table.get(bind)?.[proto];
+        assert.ok(row, `no ${proto} row for ${bind}`);
+        return [L, AL, BL].map((t) => row.cells[t].ok);
+      };
+      for (const proto of ["tcp", "udp"]) {
+        // Loopback: A reaches it as 127.0.0.1 only; B never.
+        assert.deepEqual(reach("127.0.0.1", proto), [true, false, false]);
+        // The link address: A and B reach it there, not as 127.0.0.1.
+        assert.deepEqual(reach("198.18.0.1", proto), [false, true, true]);
+        // 0.0.0.0: every interface, everyone.
+        assert.deepEqual(reach("0.0.0.0", proto), [true, true, true]);
+      }
+      // The misses say why: TCP refused (RST), UDP no reply.
+      const loop = table.get("127.0.0.1")!;
+      assert.match(loop.tcp.cells[BL].note, /^error: .*refused/);
+      assert.match(
+        loop.udp.cells[BL].note,
+        /^error: no reply .* within 500 ms/,
+      );
+
+      // The host name: bound to what it resolves to, and reached like it.
+      const named =
+        /A's host name is "([^"]+)"; inside A, `getent hosts \S+` says: (\S+)/
+          .exec(out);
+      assert.ok(named, out);
+      const [, name, resolved] = named;
+      const nameRow = table.get(name);
+      assert.ok(nameRow, `no row for the host name ${name}`);
+      if (resolved.startsWith("127.") || resolved === "198.18.0.1") {
+        assert.equal(nameRow.tcp.listening, `${resolved}:9000`);
+        const like = resolved === "198.18.0.1" ? resolved : "127.0.0.1";
+        for (const proto of ["tcp", "udp"]) {
+          assert.deepEqual(reach(name, proto), reach(like, proto));
+        }
+      } else {
+        // An address host A does not have (the machine's own): no bind.
+        assert.match(nameRow.tcp.listening, /^did not start \[\d+\]$/);
+      }
+
+      // The three ways a connect fails, each with its own message.
+      const refused = failure(out, /1\. refused/);
+      const noHost = failure(out, /2a\. no route: no host/);
+      const noNet = failure(out, /2b\. no route: no network/);
+      const timeout = failure(out, /3\. timeout/);
+      assert.match(
+        refused.error,
+        /^error: connection refused by tcp 198\.18\.0\.1:9000\b/,
+      );
+      assert.match(
+        noHost.error,
+        /^error: .*198\.18\.0\.99:9000.*no (route|host)/i,
+      );
+      assert.match(noNet.error, /^error: .*198\.19\.0\.1:9000.*no route/i);
+      assert.match(
+        timeout.error,
+        /^error: no answer from tcp 198\.18\.0\.1:9001 within 2000 ms/,
+      );
+      for (const f of [noHost, noNet, timeout]) {
+        assert.doesNotMatch(f.error, /refused/);
+      }
+      assert.doesNotMatch(noHost.error, /within \d+ ms/);
+      // No two cases read the same once addresses and times are set aside.
+      const gist = (e: string) =>
+        e.replace(/[\d.]+:\d+/g, "ADDR").replace(/\d+ ms/g, "N ms");
+      const gists = [refused, noHost, noNet, timeout].map((f) => gist(f.error));
+      assert.equal(new Set(gists).size, 4, gists.join("\n"));
+      // A refusal is quick; the dropped SYN waits out client.ts's --timeout
+      // (2000 ms) and gives up soon after (the margin: Deno's start-up).
+      assert.ok(
+        timeout.ms >= 2000 && timeout.ms < 2000 + 5000,
+        `${timeout.ms} ms`,
+      );
+      assert.ok(refused.ms < timeout.ms, `refused ${refused.ms} ms`);
+      assert.ok(noNet.ms < timeout.ms, `no network ${noNet.ms} ms`);
+    } finally {
+      await assertNothingLeft(before, out);
+    }
+  },
+});
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.test({
+    name:
+      `the lab stopped by ${signal} halfway removes its namespaces, links and processes${skipped}`,
+    ignore: reason !== "",
+    async fn() {
+      const before = await snapshot();
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", ...LAB_FLAGS, projectPath("lab.ts"), "--verbose"],
+        cwd: ROOT,
+        env: CHILD_ENV,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const stdout = new OutputCollector(child.stdout);
+      const stderr = new OutputCollector(child.stderr);
+      let status: Deno.CommandStatus;
+      try {
+        // The servers are being started inside host A: stop it now.
+        await withTimeout(
+          stdout.waitFor(/\$ .* netns exec lab-\d+-a .*udp\.ts/),
+          30_000,
+          () => `the lab started no server:\n${stdout.text()}`,
+        );
+        child.kill(signal);
+        status = await withTimeout(
+          child.status,
+          20_000,
+          () => `the lab did not exit after ${signal}`,
+        );
+      } catch (err) {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+        throw err;
+      } finally {
+        await Promise.all([stdout.done, stderr.done]);
+      }
+      await assertNothingLeft(before, stdout.text());
+      assert.match(stderr.text(), new RegExp(`^lab: ${signal}: removing`));
+      assert.equal(status.code, signal === "SIGINT" ? 130 : 143, stderr.text());
+    },
+  });
+}
