@@ -1,29 +1,186 @@
 /**
- * server.ts: a TCP echo server, and with `--http` a tiny web server, written
- * directly on sockets so you can see what every server is made of.
+ * server.ts: a TCP echo server, written directly on sockets so you can see
+ * what every server is made of: listen, accept, one handler per
+ * connection, read and write back.
  *
  * What it shows:
- * - `Deno.listen` opens a listening socket; the OS queues incoming
- *   connections (the backlog) until the accept loop takes them.
- * - Each accepted connection gets its own async handler: the modern form of
- *   "a thread per client". One slow client never blocks the others.
- * - A TCP connection is named by its socket pair: the server's address:port
- *   and the client's address:port. Every log line shows both ends, so you can
- *   see that many clients share the server's port and differ in theirs.
- * - TCP is a stream, not messages: a read returns whatever bytes have arrived
- *   so far, and a write may accept fewer bytes than you asked.
+ * - `Deno.listen` opens a listening socket; the kernel completes each
+ *   client's handshake and queues the connection (the backlog) until the
+ *   accept loop takes it.
+ * - Each accepted connection gets its own async handler, the modern form
+ *   of "a thread per client": one slow client never blocks the others.
+ * - A connection is named by its socket pair, our address:port and the
+ *   client's. The log shows both: many clients share the server's port
+ *   and differ in theirs.
+ * - TCP is a stream, not messages: a read returns whatever bytes have
+ *   arrived so far, and a write may take fewer bytes than it was given.
+ *   `--trace` shows each read and write with its size.
  *
  * Run it (loopback only, the narrowest permission that works):
  *
- *   deno run --allow-net=127.0.0.1 server.ts --port 8080
+ *   deno run --allow-net=127.0.0.1 server.ts --port 9000
  *
- * Then, in another terminal: `deno run --allow-net=127.0.0.1 client.ts
- * --port 8080 hello`, or `nc 127.0.0.1 8080` and type. Try `--http` and open
- * http://127.0.0.1:8080 in a browser. Try `udp.ts --port 8080` at the same
- * time: TCP and UDP share a port number without noticing each other.
+ * Then, in a second terminal:
  *
- * This file stands alone (no imports): copy it anywhere and run it.
+ *   deno run --allow-net=127.0.0.1 client.ts --port 9000 hello
+ *   nc 127.0.0.1 9000            (type lines; Ctrl-D half-closes)
+ *
+ * Try next: `--trace` (where TCP's reads fall) and `--trace --hex` (the
+ * bytes); in two terminals, two servers on one port with `--reuse-port`
+ * (Deno 2.9 needs `--unstable-net` for it); `--workers 2`; and
+ * `udp.ts --port 9000` beside it: TCP and UDP share a port number.
+ *
+ * This file stands alone (no imports but Deno's own): copy it and run it.
  */
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+
+// ─── 1. Listen ──────────────────────────────────────────────────────────────
+
+// How many connections, handshake done, the kernel queues for us until we
+// accept() them: listen()'s backlog (511 is Deno's default, and nginx's).
+const BACKLOG = 511;
+
+/**
+ * Open the listening socket: `socket()`, `bind()` and `listen()` of the
+ * classic API in one call. `backlog` is the `listen(fd, backlog)` queue;
+ * `reusePort` sets SO_REUSEPORT, so that other sockets which set it too can
+ * listen on the same address and port (the kernel spreads the connections).
+ * Throws an Error whose message is a plain reason for a person.
+ */
+export function listenTcp(options: {
+  hostname: string;
+  port: number;
+  backlog?: number;
+  reusePort?: boolean;
+}): Deno.TcpListener {
+  if (options.reusePort) requireUnstableNet("--reuse-port");
+  try {
+    // Deno sets SO_REUSEADDR on every TCP listener: a restarted server binds
+    // its port again at once, while the old connections linger in
+    // TIME-WAIT. It does not let two sockets listen at once: that is
+    // SO_REUSEPORT, and both must ask for it.
+    return Deno.listen({
+      hostname: options.hostname,
+      port: options.port,
+      tcpBacklog: options.backlog ?? BACKLOG,
+      reusePort: options.reusePort ?? false,
+    });
+  } catch (err) {
+    const where = `tcp ${formatAddr(options)}`;
+    throw new Error(explainListenError(err, where, options.hostname), {
+      cause: err,
+    });
+  }
+}
+
+// ─── 2. The accept loop ─────────────────────────────────────────────────────
+
+/**
+ * Serve connections from `listener` until `options.signal` aborts: accept
+ * each one and echo it in its own handler. Resolves with the totals once
+ * the listener is closed and every connection has ended (after at most
+ * `grace` seconds).
+ */
+export async function serveTcp(
+  listener: Deno.TcpListener,
+  options: ServeOptions = {},
+): Promise<ServerSummary> {
+  const server = new Server(listener, options); // counters, limits, log lines
+  // Why not `for await (const conn of listener)`? One failed accept() ends
+  // that loop, and with it the server; yet accept() fails every day: a
+  // client resets before we take it, the process runs out of descriptors.
+  let pause = 0;
+  while (!server.stopping) {
+    let conn: Deno.TcpConn;
+    try {
+      // Wait for the next client. The kernel has done the handshake (SYN,
+      // SYN-ACK, ACK); accept() takes the connection off the backlog.
+      conn = await listener.accept();
+    } catch (err) {
+      if (server.stopping || err instanceof Deno.errors.BadResource) break;
+      // One client's failure (it reset before we got to it): skip it now.
+      if (isOneClientsFailure(err)) continue;
+      // A shortage (out of descriptors or memory): pause, longer each time.
+      pause = Math.min(Math.max(pause * 2, 10), 1000);
+      await server.pauseAccepting(err, pause);
+      continue;
+    }
+    pause = 0;
+    // Not awaited: each connection runs in its own handler, concurrently.
+    server.track(handleConnection(server, conn));
+  }
+  return await server.finish(); // open connections get the grace period
+}
+
+// ─── 3. One handler per connection ──────────────────────────────────────────
+
+/** Echo one connection, then close it; log its opening and its close. */
+async function handleConnection(
+  server: Server,
+  conn: Deno.TcpConn,
+): Promise<void> {
+  const c = server.opened(conn); // or closed at once over --max-connections
+  if (!c) return;
+  try {
+    await echo(conn, c, c.trace);
+  } catch (err) {
+    // A reset or a broken pipe is the client's choice, not our failure; a
+    // connection we closed (idle, shutdown) fails its pending read.
+    c.reason ??= describeConnectionError(err);
+  } finally {
+    server.closed(c); // close the socket (our FIN), log bytes in and out
+  }
+}
+
+// ─── 4. The echo ────────────────────────────────────────────────────────────
+
+// The read buffer starts at 1 KiB, a typical message (10,000 idle clients
+// then hold 10 MB, not 640 MB). A read that fills it means a fast stream:
+// it grows ×4 up to 64 KiB, which streams as fast as a fixed 64 KiB buffer
+// (a fixed 16 KiB one is 10 % slower; measured in bench/).
+const FIRST_BUFFER = 1024;
+const LARGEST_BUFFER = 64 * 1024;
+
+/**
+ * Echo: write back every byte read, until the client half-closes. `counts`
+ * gets the bytes in and out; `trace`, if given, sees every read and write.
+ */
+export async function echo(
+  conn: Deno.Conn,
+  counts: ByteCounts,
+  trace?: Trace,
+): Promise<void> {
+  let buf = new Uint8Array(FIRST_BUFFER);
+  while (true) {
+    // A read returns whatever has arrived: 1 byte or 64 KiB, never "a
+    // message". TCP keeps the bytes in order, not the sender's writes.
+    const n = await conn.read(buf);
+    // null (not 0) is the end: the client half-closed (sent FIN), and all
+    // its bytes have been echoed. Returning closes our side too.
+    if (n === null) return;
+    counts.bytesIn += n;
+    if (trace) trace.read(buf.subarray(0, n));
+    // write() may take only part of the bytes: loop until all are out. We
+    // read again only once they are, so a client that does not read its
+    // echo stalls our write, then our reads, then the kernel buffers fill
+    // and its own writes wait: backpressure. Memory stays one buffer.
+    for (let done = 0; done < n;) {
+      const wrote = await conn.write(buf.subarray(done, n));
+      if (trace) trace.wrote(buf.subarray(done, done + wrote));
+      done += wrote;
+      counts.bytesOut += wrote;
+    }
+    if (n === buf.length && buf.length < LARGEST_BUFFER) {
+      buf = new Uint8Array(buf.length * 4);
+    }
+  }
+}
+
+// Run as a program (not imported): main and the plumbing it uses are below
+// this line, so start once the whole file has loaded.
+if (import.meta.main) addEventListener("load", () => runMain(main, USAGE));
+
+// ───── plumbing: flags, usage, errors, signals, limits ─────
 
 /** Everything the server can be told on the command line. */
 export interface ServerOptions {
@@ -39,29 +196,37 @@ export interface ServerOptions {
   idleTimeout: number;
   /** Seconds open connections get to finish after SIGINT/SIGTERM. */
   grace: number;
-  /** Answer as a minimal HTTP/1.1 server instead of echoing. */
-  http: boolean;
+  /** Set SO_REUSEPORT: share the port with other listeners that set it. */
+  reusePort: boolean;
+  /** Listeners on one port in this process, each in its own Worker. */
+  workers: number;
   /** Leave out the per-connection log lines. */
   quiet: boolean;
+  /** One log line per read and per write, with its size. */
+  trace: boolean;
+  /** Under each trace line, the bytes in the xxd layout (implies trace). */
+  hex: boolean;
 }
 
 /** The defaults, as `--help` shows them. */
 export const DEFAULTS: ServerOptions = {
   hostname: "127.0.0.1",
   port: 8080,
-  backlog: 511,
+  backlog: BACKLOG,
   maxConnections: 1000,
   idleTimeout: 300,
   grace: 5,
-  http: false,
+  reusePort: false,
+  workers: 1,
   quiet: false,
+  trace: false,
+  hex: false,
 };
 
 /** The usage text printed by `--help` and after a bad flag. */
 export const USAGE = `usage: deno run --allow-net=127.0.0.1 server.ts [options]
 
 A TCP echo server: every byte a client sends comes back unchanged.
-With --http it answers each connection as a minimal web server instead.
 
 options:
   --hostname H          address to bind (default ${DEFAULTS.hostname}: only this
@@ -80,174 +245,88 @@ options:
   --grace S             on Ctrl-C/SIGTERM, seconds open connections get to
                         finish before they are closed (default ${DEFAULTS.grace});
                         a second Ctrl-C closes them at once
-  --http                answer HTTP requests with a page that shows the
-                        socket pair, instead of echoing
+  --reuse-port          set SO_REUSEPORT, so that several servers that all
+                        set it can listen on this one port; the kernel
+                        spreads the connections among them (Linux). Deno 2.9
+                        needs --unstable-net for it.
+  --workers N           N listeners on this one port in one process, each in
+                        a Deno Worker with its own event loop (default ${DEFAULTS.workers});
+                        implies --reuse-port. Their log lines start with
+                        "worker N | "; the summary adds them up. Needs
+                        --unstable-net and read access to this file, which
+                        each worker loads:
+                        deno run --allow-net=127.0.0.1 --allow-read=server.ts
+                          --unstable-net server.ts --workers 2
   --quiet               no log line per connection
+  --trace               one line per read and per write with its size:
+                        "tcp #N read 5 bytes", "tcp #N wrote 5 bytes"
+                        (#N is the connection's number in its open line)
+  --hex                 under each trace line, the bytes as xxd shows them
+                        (implies --trace)
   --help                show this help
 
-The first line of output is "tcp listening on HOST:PORT".`;
+The first line of output is "tcp listening on HOST:PORT". Ctrl-C (SIGINT)
+or SIGTERM stops accepting, lets open connections finish, prints a summary
+and exits 0.`;
 
-/** A bad command line: the caller prints the reason and the usage, exit 2. */
-export class UsageError extends Error {}
+const FLAGS = {
+  hostname: { type: "string" },
+  port: { type: "string" },
+  backlog: { type: "string" },
+  "max-connections": { type: "string" },
+  "idle-timeout": { type: "string" },
+  grace: { type: "string" },
+  "reuse-port": { type: "boolean" },
+  workers: { type: "string" },
+  quiet: { type: "boolean" },
+  trace: { type: "boolean" },
+  hex: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsOptionsConfig;
 
 /**
  * Parse the command line. Throws {@link UsageError} for an unknown flag or a
  * bad value; returns `"help"` for `--help`.
  */
 export function parseServerArgs(args: string[]): ServerOptions | "help" {
-  const options = { ...DEFAULTS };
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    const eq = arg.indexOf("=");
-    const flag = arg.startsWith("--") && eq > 0 ? arg.slice(0, eq) : arg;
-    const inline = flag === arg ? undefined : arg.slice(eq + 1);
-    const value = (): string => {
-      const v = inline ?? args[++i];
-      if (v === undefined) throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
-    const noValue = () => {
-      if (inline !== undefined) {
-        throw new UsageError(`${flag} takes no value`);
-      }
-    };
-    switch (flag) {
-      case "--help":
-      case "-h":
-        return "help";
-      case "--hostname":
-        options.hostname = parseHostname(value());
-        break;
-      case "--port":
-        options.port = parseInteger(flag, value(), 0, 65535);
-        break;
-      case "--backlog":
-        options.backlog = parseInteger(flag, value(), 1, 65535);
-        break;
-      case "--max-connections":
-        options.maxConnections = parseInteger(flag, value(), 1, 1_000_000);
-        break;
-      case "--idle-timeout":
-        options.idleTimeout = parseSeconds(flag, value());
-        break;
-      case "--grace":
-        options.grace = parseSeconds(flag, value());
-        break;
-      case "--http":
-        noValue();
-        options.http = true;
-        break;
-      case "--quiet":
-        noValue();
-        options.quiet = true;
-        break;
-      default:
-        throw new UsageError(
-          arg.startsWith("-")
-            ? `unknown flag ${JSON.stringify(flag)}`
-            : `unexpected argument ${JSON.stringify(arg)}`,
-        );
-    }
-  }
-  return options;
-}
-
-function parseHostname(text: string): string {
-  // "[::1]" and "::1" both mean the IPv6 loopback.
-  const host = text.replace(/^\[(.*)\]$/, "$1");
-  if (!/^[0-9A-Za-z.:_%-]+$/.test(host)) {
-    throw new UsageError(
-      `--hostname: not an address or name: ${JSON.stringify(text)}`,
-    );
-  }
-  return host;
-}
-
-function parseInteger(
-  flag: string,
-  text: string,
-  min: number,
-  max: number,
-): number {
-  const n = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
-  if (!(n >= min && n <= max)) {
-    throw new UsageError(
-      `${flag} must be a whole number from ${min} to ${max}, not ${
-        JSON.stringify(text)
-      }`,
-    );
-  }
-  return n;
-}
-
-function parseSeconds(flag: string, text: string): number {
-  const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
-  if (!(n >= 0)) {
-    throw new UsageError(
-      `${flag} must be a number of seconds, 0 or more, not ${
-        JSON.stringify(text)
-      }`,
-    );
-  }
-  return n;
-}
-
-/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
-export function formatAddr(addr: Deno.Addr): string {
-  if (addr.transport !== "tcp" && addr.transport !== "udp") {
-    return addr.transport;
-  }
-  return addr.hostname.includes(":")
-    ? `[${addr.hostname}]:${addr.port}`
-    : `${addr.hostname}:${addr.port}`;
-}
-
-/**
- * Open the listening socket. This is `socket()`, `bind()` and `listen()` of
- * the classic API in one call; `backlog` is the `listen(fd, backlog)` queue.
- * Throws an Error whose message is a plain reason for a person.
- */
-export function listenTcp(
-  options: { hostname: string; port: number; backlog?: number },
-): Deno.TcpListener {
-  const where = `tcp ${formatAddr({ transport: "tcp", ...options })}`;
-  try {
-    return Deno.listen({
-      hostname: options.hostname,
-      port: options.port,
-      tcpBacklog: options.backlog ?? DEFAULTS.backlog,
-    });
-  } catch (err) {
-    throw new Error(explainListenError(err, where, options.hostname), {
-      cause: err,
-    });
-  }
-}
-
-function explainListenError(
-  err: unknown,
-  where: string,
-  hostname: string,
-): string {
-  if (err instanceof Deno.errors.AddrInUse) {
-    return `${where} is already in use: another program is listening there; stop it, or pick another --port (--port 0 picks a free one)`;
-  }
-  if (err instanceof Deno.errors.NotCapable) {
-    return `Deno has no permission to listen on ${where}; run again with --allow-net=${
-      hostname.includes(":") ? `[${hostname}]` : hostname
-    }`;
-  }
-  if (err instanceof Deno.errors.PermissionDenied) {
-    return `the OS refused to let this process listen on ${where} (ports below 1024 need privileges); use a port from 1024 up`;
-  }
-  if (err instanceof Deno.errors.AddrNotAvailable) {
-    return `cannot listen on ${where}: that address does not belong to this machine; try 127.0.0.1`;
-  }
-  const message = err instanceof Error ? err.message : String(err);
-  if (/lookup address|Name or service not known|No address/i.test(message)) {
-    return `cannot listen on ${where}: the name does not resolve to an address`;
-  }
-  return `cannot listen on ${where}: ${message}`;
+  const { values } = parseFlags(args, FLAGS);
+  if (values.help) return "help";
+  const d = DEFAULTS;
+  const int = (
+    flag: string,
+    text: string | undefined,
+    min: number,
+    max: number,
+    fallback: number,
+  ) => text === undefined ? fallback : parseInteger(flag, text, min, max);
+  const seconds = (flag: string, text: string | undefined, fallback: number) =>
+    text === undefined ? fallback : parseSeconds(flag, text);
+  const hex = values.hex ?? false;
+  return {
+    hostname: values.hostname === undefined
+      ? d.hostname
+      : parseHostname(values.hostname),
+    port: int("--port", values.port, 0, 65535, d.port),
+    backlog: int("--backlog", values.backlog, 1, 65535, d.backlog),
+    maxConnections: int(
+      "--max-connections",
+      values["max-connections"],
+      1,
+      1_000_000,
+      d.maxConnections,
+    ),
+    idleTimeout: seconds(
+      "--idle-timeout",
+      values["idle-timeout"],
+      d.idleTimeout,
+    ),
+    grace: seconds("--grace", values.grace, d.grace),
+    reusePort: values["reuse-port"] ?? d.reusePort,
+    workers: int("--workers", values.workers, 1, 256, d.workers),
+    quiet: values.quiet ?? d.quiet,
+    trace: (values.trace ?? d.trace) || hex,
+    hex,
+  };
 }
 
 /** Counters for one connection, or summed over the whole server. */
@@ -270,10 +349,41 @@ export interface ServeOptions extends Partial<ServerOptions> {
   signal?: AbortSignal;
   /** Abort to end the grace period early: close open connections now. */
   force?: AbortSignal;
-  /** Where event lines go (stdout by default). */
+  /** Where event and trace lines go (best-effort stdout by default). */
   log?: (line: string) => void;
   /** Where warnings go, such as accept errors (stderr by default). */
   warn?: (line: string) => void;
+}
+
+/** What `--trace` does with each read and write of {@link echo}. */
+export interface Trace {
+  read(bytes: Uint8Array): void;
+  wrote(bytes: Uint8Array): void;
+}
+
+/** `--trace`: `tcp #N read 5 bytes`, and with `--hex` the bytes below. */
+class Tracer implements Trace {
+  constructor(
+    readonly print: (line: string) => void,
+    readonly id: number,
+    readonly hex: boolean,
+  ) {}
+  read(bytes: Uint8Array): void {
+    traceBytes(
+      this.print,
+      `tcp #${this.id} read ${bytes.length} bytes`,
+      bytes,
+      this.hex,
+    );
+  }
+  wrote(bytes: Uint8Array): void {
+    traceBytes(
+      this.print,
+      `tcp #${this.id} wrote ${bytes.length} bytes`,
+      bytes,
+      this.hex,
+    );
+  }
 }
 
 /** One open connection, as the server tracks it. */
@@ -283,141 +393,197 @@ interface Connection extends ByteCounts {
   /** The socket pair: our end and the client's end. */
   local: string;
   remote: string;
-  /** Bytes moved when the idle check last looked, and since when unchanged. */
+  /** Bytes moved when the idle sweep last looked, and since when unchanged. */
   seen: number;
   quietSince: number;
   /** Why we closed it, if it was us (idle timeout, shutdown). */
   reason?: string;
+  trace?: Trace;
 }
 
 /**
- * Serve connections from `listener` until `signal` aborts: echo (or HTTP with
- * `http: true`), one async handler per connection. Resolves with totals once
- * the listener is closed and every connection has ended (after at most
- * `grace` seconds).
+ * The book-keeping of one {@link serveTcp}: open connections and their
+ * limits, counters, log lines, the idle sweep and the shutdown.
  */
-export async function serveTcp(
-  listener: Deno.TcpListener,
-  options: ServeOptions = {},
-): Promise<ServerSummary> {
-  const opts = { ...DEFAULTS, ...options };
-  const log = opts.quiet ? () => {} : (options.log ?? console.log);
-  const warn = options.warn ?? console.error;
-  const signal = options.signal ?? new AbortController().signal;
-  const summary: ServerSummary = {
+class Server {
+  readonly summary: ServerSummary = {
     connections: 0,
     refused: 0,
     bytesIn: 0,
     bytesOut: 0,
   };
-  const open = new Map<number, Connection>();
-  const handlers = new Set<Promise<void>>();
-
-  // Closing the listener is how a pending accept() is interrupted.
-  const closeListener = () => {
+  readonly #open = new Map<number, Connection>();
+  readonly #handlers = new Set<Promise<void>>();
+  readonly #listener: Deno.TcpListener;
+  readonly #options: ServerOptions;
+  readonly #signal: AbortSignal;
+  readonly #force?: AbortSignal;
+  readonly #print: (line: string) => void;
+  readonly #log: (line: string) => void;
+  readonly #warn: (line: string) => void;
+  readonly #stopIdleSweep: () => void;
+  readonly #closeListener = () => {
     try {
-      listener.close();
+      this.#listener.close();
     } catch { /* already closed */ }
   };
-  signal.addEventListener("abort", closeListener, { once: true });
-  const stopIdleCheck = watchIdle(open, opts.idleTimeout);
 
-  try {
-    for await (const conn of acceptLoop(listener, signal, warn)) {
-      const local = formatAddr(conn.localAddr);
-      const remote = formatAddr(conn.remoteAddr);
-      if (open.size >= opts.maxConnections) {
-        // Over the limit: accept and close at once, so the client sees the
-        // connection end (instead of waiting in the backlog) and the others
-        // keep being served.
-        summary.refused++;
-        conn.close();
-        log(
-          `tcp refused local ${local} remote ${remote}: ${open.size} open, --max-connections ${opts.maxConnections}`,
-        );
-        continue;
-      }
-      const c: Connection = {
-        id: ++summary.connections,
-        conn,
-        local,
-        remote,
-        bytesIn: 0,
-        bytesOut: 0,
-        seen: 0,
-        quietSince: performance.now(),
-      };
-      open.set(c.id, c);
-      log(
-        `tcp open local ${local} remote ${remote} (#${c.id}, ${open.size} open)`,
+  constructor(listener: Deno.TcpListener, options: ServeOptions) {
+    this.#listener = listener;
+    this.#options = { ...DEFAULTS, ...options };
+    this.#options.trace ||= this.#options.hex;
+    this.#signal = options.signal ?? new AbortController().signal;
+    this.#force = options.force;
+    this.#print = options.log ?? log;
+    this.#log = this.#options.quiet ? () => {} : this.#print;
+    this.#warn = options.warn ?? warn;
+    // Closing the listener is how a pending accept() is interrupted.
+    this.#signal.addEventListener("abort", this.#closeListener, {
+      once: true,
+    });
+    this.#stopIdleSweep = sweepIdle(this.#open, this.#options.idleTimeout);
+  }
+
+  /** Whether the server was told to stop. */
+  get stopping(): boolean {
+    return this.#signal.aborted;
+  }
+
+  /** Keep the handler of a connection, to wait for it at shutdown. */
+  track(handler: Promise<void>): void {
+    // A handler does not throw, unless a `log` given in-process does: then
+    // warn, and keep serving the others.
+    const tracked: Promise<void> = handler
+      .catch((err) =>
+        this.#warn(
+          `warning: connection handler failed: ${
+            err instanceof Error ? err.message : err
+          }`,
+        )
+      )
+      .finally(() => this.#handlers.delete(tracked));
+    this.#handlers.add(tracked);
+  }
+
+  /**
+   * A new connection: count and log it, or, over --max-connections, close
+   * it at once (the client sees its end instead of waiting in the
+   * backlog, and the others keep being served) and return undefined.
+   */
+  opened(conn: Deno.TcpConn): Connection | undefined {
+    const local = formatAddr(conn.localAddr);
+    const remote = formatAddr(conn.remoteAddr);
+    const max = this.#options.maxConnections;
+    if (this.#open.size >= max) {
+      this.summary.refused++;
+      closeQuietly(conn);
+      this.#log(
+        `tcp refused local ${local} remote ${remote}: ${this.#open.size} open, --max-connections ${max}`,
       );
-      const handler = handleConnection(c, opts.http, log).finally(() => {
-        open.delete(c.id);
-        handlers.delete(handler);
-        summary.bytesIn += c.bytesIn;
-        summary.bytesOut += c.bytesOut;
-      });
-      handlers.add(handler);
+      return undefined;
     }
-    // Stopped accepting. Give the open connections a grace period to finish,
-    // then close what is left.
-    if (open.size > 0) {
-      log(`tcp stopping: ${open.size} open, up to ${opts.grace} s to finish`);
+    const id = ++this.summary.connections;
+    const c: Connection = {
+      id,
+      conn,
+      local,
+      remote,
+      bytesIn: 0,
+      bytesOut: 0,
+      seen: 0,
+      quietSince: performance.now(),
+      trace: this.#options.trace
+        ? new Tracer(this.#print, id, this.#options.hex)
+        : undefined,
+    };
+    this.#open.set(id, c);
+    this.#log(
+      `tcp open local ${local} remote ${remote} (#${id}, ${this.#open.size} open)`,
+    );
+    return c;
+  }
+
+  /** The handler is done: close the socket, add up, log the close line. */
+  closed(c: Connection): void {
+    closeQuietly(c.conn);
+    this.#open.delete(c.id);
+    this.summary.bytesIn += c.bytesIn;
+    this.summary.bytesOut += c.bytesOut;
+    this.#log(
+      `tcp close local ${c.local} remote ${c.remote} (#${c.id}) in ${c.bytesIn} bytes, out ${c.bytesOut} bytes${
+        c.reason ? `: ${c.reason}` : ""
+      }`,
+    );
+  }
+
+  /**
+   * accept() failed for want of a resource (descriptors, memory): say so
+   * and wait `ms` (or until stopped) before accepting again, instead of
+   * spinning on the same failure.
+   */
+  async pauseAccepting(err: unknown, ms: number): Promise<void> {
+    this.#warn(
+      `warning: accept failed: ${
+        err instanceof Error ? err.message : err
+      }; retrying in ${ms} ms`,
+    );
+    await sleep(ms, this.#signal);
+  }
+
+  /**
+   * Stopped accepting: give the open connections the grace period to
+   * finish (a second signal, `force`, ends it early), then close what is
+   * left. Returns the totals.
+   */
+  async finish(): Promise<ServerSummary> {
+    this.#signal.removeEventListener("abort", this.#closeListener);
+    this.#closeListener();
+    const grace = this.#options.grace;
+    if (this.#open.size > 0) {
+      this.#log(
+        `tcp stopping: ${this.#open.size} open, up to ${grace} s to finish`,
+      );
       const closeAll = (reason: string) => {
-        for (const c of open.values()) closeConnection(c, reason);
+        for (const c of this.#open.values()) closeConnection(c, reason);
       };
       const timer = setTimeout(
-        () => closeAll(`shutdown, grace of ${opts.grace} s over`),
-        opts.grace * 1000,
+        () => closeAll(`shutdown, grace of ${grace} s over`),
+        grace * 1000,
       );
       const forced = () => closeAll("shutdown, forced by a second signal");
-      options.force?.addEventListener("abort", forced, { once: true });
-      if (options.force?.aborted) forced();
-      await Promise.all(handlers);
+      this.#force?.addEventListener("abort", forced, { once: true });
+      if (this.#force?.aborted) forced();
+      await Promise.all(this.#handlers);
       clearTimeout(timer);
-      options.force?.removeEventListener("abort", forced);
+      this.#force?.removeEventListener("abort", forced);
     }
-  } finally {
-    signal.removeEventListener("abort", closeListener);
-    closeListener();
-    stopIdleCheck();
+    await Promise.all(this.#handlers);
+    this.#stopIdleSweep();
+    return this.summary;
   }
-  return summary;
 }
 
 /**
- * Yield accepted connections until the listener is closed. Why not a plain
- * `for await (const conn of listener)`? Because one failed accept() ends that
- * loop, and with it the server: a client that resets before we accept it
- * (ENOTCONN) or running out of file descriptors (EMFILE) are everyday events
- * for a server. Here each failure is logged and we back off briefly (more on
- * repeated failures) instead of spinning, then keep accepting.
+ * Whether a failed accept() belongs to one client only: it connected and
+ * reset (or aborted) before we accepted it. Deno then fails accept() with
+ * ENOTCONN (its getpeername() finds no peer), NotConnected in Deno 2.9.
+ * Nothing is short and the next client is fine: skip it at once. Anything
+ * else (EMFILE, ENFILE, ENOBUFS, ENOMEM, or unknown) pauses the loop.
  */
-async function* acceptLoop(
-  listener: Deno.TcpListener,
-  signal: AbortSignal,
-  warn: (line: string) => void,
-): AsyncGenerator<Deno.TcpConn> {
-  let backoff = 0;
-  while (!signal.aborted) {
-    let conn: Deno.TcpConn;
-    try {
-      conn = await listener.accept();
-    } catch (err) {
-      if (signal.aborted || err instanceof Deno.errors.BadResource) return;
-      backoff = Math.min(Math.max(backoff * 2, 10), 1000);
-      warn(
-        `warning: accept failed: ${
-          err instanceof Error ? err.message : err
-        }; retrying in ${backoff} ms`,
-      );
-      await sleep(backoff, signal);
-      continue;
-    }
-    backoff = 0;
-    yield conn;
-  }
+function isOneClientsFailure(err: unknown): boolean {
+  if (
+    err instanceof Deno.errors.NotConnected ||
+    err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.ConnectionAborted
+  ) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === "string") return ONE_CLIENT_CODES.has(code);
+  const os = /\(os error (\d+)\)/.exec(String(err))?.[1];
+  return os !== undefined && ONE_CLIENT_OS_ERRORS.has(Number(os));
 }
+const ONE_CLIENT_CODES = new Set(["ENOTCONN", "ECONNRESET", "ECONNABORTED"]);
+/** ENOTCONN, ECONNRESET, ECONNABORTED as Linux numbers them. */
+const ONE_CLIENT_OS_ERRORS = new Set([107, 104, 103]);
 
 /** Resolve after `ms`, or at once when `signal` aborts. */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -433,11 +599,11 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /**
- * Close connections that moved no bytes for `idleSeconds`. One timer for the
- * whole server looks at each connection's byte counters now and then, so the
- * per-read hot path pays nothing for it. Returns a function that stops it.
+ * `--idle-timeout`: close connections that moved no bytes for that long.
+ * One timer for the whole server sweeps the byte counters now and then, so
+ * a read or write pays nothing for it. Returns a function that stops it.
  */
-function watchIdle(
+function sweepIdle(
   open: Map<number, Connection>,
   idleSeconds: number,
 ): () => void {
@@ -461,38 +627,13 @@ function watchIdle(
 /** Close a connection from outside its handler (its pending read fails). */
 function closeConnection(c: Connection, reason: string): void {
   c.reason ??= reason;
-  try {
-    c.conn.close();
-  } catch { /* already closed */ }
+  closeQuietly(c.conn);
 }
 
-/** Run one connection's handler, then close it and log the close line. */
-async function handleConnection(
-  c: Connection,
-  http: boolean,
-  log: (line: string) => void,
-): Promise<void> {
+function closeQuietly(conn: Deno.Conn): void {
   try {
-    if (http) {
-      const line = await answerHttp(c.conn, c);
-      log(`http local ${c.local} remote ${c.remote} (#${c.id}) ${line}`);
-    } else {
-      await echo(c.conn, c);
-    }
-  } catch (err) {
-    // A reset or broken pipe is the client's choice, not our failure; and a
-    // connection we closed (idle, shutdown) fails its pending read.
-    c.reason ??= describeConnectionError(err);
-  } finally {
-    try {
-      c.conn.close();
-    } catch { /* already closed */ }
-  }
-  log(
-    `tcp close local ${c.local} remote ${c.remote} (#${c.id}) in ${c.bytesIn} bytes, out ${c.bytesOut} bytes${
-      c.reason ? `: ${c.reason}` : ""
-    }`,
-  );
+    conn.close();
+  } catch { /* already closed */ }
 }
 
 function describeConnectionError(err: unknown): string {
@@ -504,384 +645,553 @@ function describeConnectionError(err: unknown): string {
 }
 
 /**
- * Echo: write back every byte read, until the client closes its sending side.
- *
- * - A read returns whatever has arrived: 1 byte or 64 KiB, never "a message".
- * - A write may take only part of the buffer, so {@link writeAll} loops.
- * - We read again only after the previous bytes are written. If the client
- *   does not read its echo, our write waits, we stop reading, the kernel's
- *   buffers fill and the client's writes wait in turn (backpressure). Memory
- *   per connection stays at one buffer, whatever the client sends.
- * - `read()` returning `null` means the client half-closed (sent FIN): all its
- *   bytes have arrived and been echoed, so we close, which sends our FIN.
+ * Deno 2.9 has `reusePort` only with `--unstable-net`, and without it
+ * `Deno.listen({ reusePort: true })` ends the process (exit 70) instead of
+ * throwing. `Deno.listenDatagram` is missing without the same flag: ask it.
  */
-export async function echo(conn: Deno.Conn, counts: ByteCounts): Promise<void> {
-  // Start small (1 KiB, a typical message): 10,000 idle connections then
-  // hold 10 MB of buffers, not 40 MB. A read that fills the buffer means a
-  // fast stream, so grow it (up to 64 KiB: as fast as a fixed 64 KiB buffer,
-  // where a fixed 16 KiB one streams 10% slower; see bench/).
-  let buf = new Uint8Array(1024);
-  while (true) {
-    const n = await conn.read(buf);
-    if (n === null) return;
-    counts.bytesIn += n;
-    await writeAll(conn, buf.subarray(0, n), counts);
-    if (n === buf.length && buf.length < 64 * 1024) {
-      buf = new Uint8Array(buf.length * 4);
-    }
-  }
-}
-
-/** Write all of `data`: `write()` may accept only part of it per call. */
-export async function writeAll(
-  conn: Deno.Conn,
-  data: Uint8Array,
-  counts?: ByteCounts,
-): Promise<void> {
-  let written = 0;
-  while (written < data.length) {
-    const n = await conn.write(data.subarray(written));
-    written += n;
-    if (counts) counts.bytesOut += n;
-  }
-}
-
-// ---------------------------------------------------------------------------
-// --http: a web server is a wrapper around a socket.
-
-/** The largest request head (request line and headers) we accept. */
-export const MAX_HEAD_BYTES = 8 * 1024;
-
-/** A parsed HTTP request head. */
-export interface HttpRequest {
-  method: string;
-  target: string;
-  version: string;
-  requestLine: string;
-  headers: [string, string][];
-}
-
-type HeadResult =
-  | { ok: true; request: HttpRequest }
-  | { ok: false; status: 400 | 431; why: string };
-
-/**
- * Answer one HTTP request on `conn`, then close: read the request head (up to
- * the blank line), reply with a page that shows the socket pair, and send
- * `Connection: close`. Returns a short description for the log.
- */
-export async function answerHttp(
-  conn: Deno.TcpConn,
-  counts: ByteCounts,
-): Promise<string> {
-  const head = await readRequestHead(conn, counts);
-  let response: Uint8Array;
-  let summary: string;
-  if (!head.ok) {
-    const reason = head.status === 400
-      ? "Bad Request"
-      : "Request Header Fields Too Large";
-    response = httpResponse(
-      head.status,
-      reason,
-      "text/plain",
-      `${head.status} ${reason}: ${head.why}\n`,
-      false,
-    );
-    summary = `${head.status} (${head.why})`;
-  } else {
-    const req = head.request;
-    const isHead = req.method === "HEAD";
-    if (req.method !== "GET" && !isHead) {
-      response = httpResponse(
-        405,
-        "Method Not Allowed",
-        "text/plain",
-        "405: only GET and HEAD here\n",
-        false,
-        [["Allow", "GET, HEAD"]],
-      );
-      summary = `405 "${req.requestLine}"`;
-    } else {
-      const info: PageInfo = {
-        client: formatAddr(conn.remoteAddr),
-        server: formatAddr(conn.localAddr),
-        request: req,
-        bytesIn: counts.bytesIn,
-      };
-      const accept = req.headers.find(([k]) =>
-        k.toLowerCase() === "accept"
-      )?.[1] ?? "";
-      const plain = /text\/plain/i.test(accept) &&
-        !/text\/html/i.test(accept);
-      response = plain
-        ? httpResponse(200, "OK", "text/plain", plainPage(info), isHead)
-        : httpResponse(200, "OK", "text/html", htmlPage(info), isHead);
-      summary = `200 "${req.requestLine}"`;
-    }
-  }
-  await writeAll(conn, response, counts);
-  await lingeringClose(conn);
-  return summary;
-}
-
-/**
- * Read up to the blank line that ends the request head. The bytes arrive in
- * pieces of any size (TCP is a stream), so we keep reading and look again.
- * The request line is checked as soon as it is complete, so junk is answered
- * with 400 at once instead of waiting for a blank line that never comes.
- */
-async function readRequestHead(
-  conn: Deno.Conn,
-  counts: ByteCounts,
-): Promise<HeadResult> {
-  const buf = new Uint8Array(MAX_HEAD_BYTES + 1);
-  let length = 0;
-  const latin1 = new TextDecoder("latin1");
-  while (length < buf.length) {
-    const n = await conn.read(buf.subarray(length));
-    if (n === null) {
-      const text = latin1.decode(buf.subarray(0, length));
-      return {
-        ok: false,
-        status: 400,
-        why: length === 0
-          ? "no request was sent"
-          : `incomplete request: ${JSON.stringify(text.slice(0, 40))}`,
-      };
-    }
-    counts.bytesIn += n;
-    length += n;
-    const text = latin1.decode(buf.subarray(0, length));
-    const firstLineEnd = text.indexOf("\n");
-    const firstLine = (firstLineEnd >= 0 ? text.slice(0, firstLineEnd) : text)
-      .replace(/\r$/, "");
-    // A request line is printable ASCII, so one other byte (binary junk, the
-    // TLS handshake of an https:// client) is answered at once; waiting for
-    // a newline that may never come would leave both sides waiting.
-    if (
-      firstLineEnd >= 0
-        ? !REQUEST_LINE.test(firstLine)
-        : /[^\x20-\x7e]/.test(firstLine)
-    ) {
-      return { ok: false, status: 400, why: "malformed request line" };
-    }
-    const end = text.search(/\r?\n\r?\n/);
-    if (end >= 0) return parseRequestHead(text.slice(0, end));
-  }
-  return {
-    ok: false,
-    status: 431,
-    why: `request head over ${MAX_HEAD_BYTES} bytes`,
-  };
-}
-
-const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
-const REQUEST_LINE = new RegExp(
-  `^(${TOKEN}) ([\\x21-\\x7e]+) HTTP/(\\d\\.\\d)$`,
-);
-const HEADER_LINE = new RegExp(`^(${TOKEN}):[ \\t]*(.*?)[ \\t]*$`);
-
-function parseRequestHead(text: string): HeadResult {
-  const [line, ...rest] = text.split(/\r?\n/);
-  const m = REQUEST_LINE.exec(line);
-  if (!m) return { ok: false, status: 400, why: "malformed request line" };
-  const headers: [string, string][] = [];
-  for (const h of rest) {
-    const hm = HEADER_LINE.exec(h);
-    if (!hm) return { ok: false, status: 400, why: "malformed header line" };
-    headers.push([hm[1], hm[2]]);
-  }
-  return {
-    ok: true,
-    request: {
-      method: m[1],
-      target: m[2],
-      version: m[3],
-      requestLine: line,
-      headers,
-    },
-  };
-}
-
-function httpResponse(
-  status: number,
-  reason: string,
-  type: "text/html" | "text/plain",
-  body: string,
-  headOnly: boolean,
-  extra: [string, string][] = [],
-): Uint8Array {
-  const bytes = new TextEncoder().encode(body);
-  const head = [
-    `HTTP/1.1 ${status} ${reason}`,
-    `Content-Type: ${type}; charset=utf-8`,
-    `Content-Length: ${bytes.length}`,
-    `Connection: close`,
-    `Date: ${new Date().toUTCString()}`,
-    `Server: deno-socket-playground`,
-    ...extra.map(([k, v]) => `${k}: ${v}`),
-    "",
-    "",
-  ].join("\r\n");
-  const headBytes = new TextEncoder().encode(head);
-  if (headOnly) return headBytes;
-  const out = new Uint8Array(headBytes.length + bytes.length);
-  out.set(headBytes);
-  out.set(bytes, headBytes.length);
-  return out;
-}
-
-/**
- * Close politely: send our FIN (`closeWrite`), then read and discard what the
- * client still sends until it closes too (at most a second, at most 1 MiB).
- * Closing a socket that has unread bytes makes the OS send a reset, and a
- * reset can destroy the response before the client has read it.
- */
-async function lingeringClose(conn: Deno.Conn): Promise<void> {
-  try {
-    await conn.closeWrite();
-  } catch {
-    return;
-  }
-  const timer = setTimeout(() => {
-    try {
-      conn.close();
-    } catch { /* closed */ }
-  }, 1000);
-  try {
-    const scratch = new Uint8Array(4096);
-    for (let total = 0; total < 1024 * 1024;) {
-      const n = await conn.read(scratch);
-      if (n === null) break;
-      total += n;
-    }
-  } catch {
-    /* reset or closed by the timer: fine, we are done */
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-interface PageInfo {
-  client: string;
-  server: string;
-  request: HttpRequest;
-  bytesIn: number;
-}
-
-/** Escape text for HTML: every value from the request is untrusted. */
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
-}
-
-function htmlPage(info: PageInfo): string {
-  const e = escapeHtml;
-  const headers = info.request.headers.map(([k, v]) => `${k}: ${v}`).join("\n");
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Socket playground: your request</title>
-<style>body{font-family:system-ui,sans-serif;max-width:46em;margin:2em auto;padding:0 1em}pre,td{font-family:ui-monospace,monospace}td,th{padding:.2em .8em;text-align:left}</style>
-</head>
-<body>
-<h1>Hello from a socket</h1>
-<p>Your browser opened a TCP connection to this server and sent the request
-below. The connection is named by its <strong>socket pair</strong>:</p>
-<table>
-<tr><th>you (client)</th><td>${e(info.client)}</td></tr>
-<tr><th>me (server)</th><td>${e(info.server)}</td></tr>
-<tr><th>protocol</th><td>TCP, carrying HTTP/${e(info.request.version)}</td></tr>
-</table>
-<p>The client port is not the one in the address bar: your OS picked a free
-"ephemeral" port for your end of the connection. Reload and it changes;
-the server's port stays.</p>
-<h2>Request line</h2>
-<pre>${e(info.request.requestLine)}</pre>
-<h2>Headers received</h2>
-<pre>${e(headers)}</pre>
-<h2>What happened on the wire</h2>
-<ol>
-<li>Your client (a browser, curl, client.ts) connected: SYN, SYN-ACK, ACK, the TCP handshake.</li>
-<li>It wrote ${info.bytesIn} bytes of text: the request line, the headers, a blank line.</li>
-<li>The server read them, wrote this page after a status line and headers
-(Content-Length, Connection: close) and closed its end.</li>
-</ol>
-</body>
-</html>
-`;
-}
-
-function plainPage(info: PageInfo): string {
-  const headers = info.request.headers.map(([k, v]) => `  ${k}: ${v}`).join(
-    "\n",
+function requireUnstableNet(flag: string): void {
+  if (
+    typeof (Deno as { listenDatagram?: unknown }).listenDatagram === "function"
+  ) return;
+  const example = flag === "--workers"
+    ? "--allow-net=127.0.0.1 --allow-read=server.ts --unstable-net server.ts --workers 2"
+    : `--allow-net=127.0.0.1 --unstable-net server.ts ${flag}`;
+  throw new Error(
+    `${flag} needs Deno's --unstable-net flag (SO_REUSEPORT is unstable in Deno ${Deno.version.deno}); run, e.g.: deno run ${example}`,
   );
-  return `Hello from a socket.
-socket pair:
-  you (client): ${info.client}
-  me (server):  ${info.server}
-  protocol:     TCP, carrying HTTP/${info.request.version}
-request line:
-  ${info.request.requestLine}
-headers received:
-${headers}
-on the wire: your client connected (SYN, SYN-ACK, ACK), wrote ${info.bytesIn} bytes
-of request, the server wrote this reply and closed (Connection: close).
-`;
 }
 
-// ---------------------------------------------------------------------------
+/** The summary line at exit. */
+function summaryLine(s: ServerSummary): string {
+  return `tcp server stopped: ${s.connections} connections, ${s.refused} refused, ${s.bytesIn} bytes in, ${s.bytesOut} bytes out`;
+}
 
 /**
  * The command-line program: parse flags, listen, print the listening line,
- * serve until SIGINT/SIGTERM, print a summary. Returns the exit status.
+ * serve until SIGINT/SIGTERM, print a summary. Returns the exit status;
+ * throws {@link UsageError} or an Error with a plain reason.
  */
 export async function main(args: string[]): Promise<number> {
-  let options: ServerOptions | "help";
-  try {
-    options = parseServerArgs(args);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    console.error(`error: ${err.message}\n\n${USAGE}`);
-    return 2;
-  }
+  const options = parseServerArgs(args);
   if (options === "help") {
-    console.log(USAGE);
+    await writeStdout(USAGE + "\n");
     return 0;
   }
-  let listener: Deno.TcpListener;
-  try {
-    listener = listenTcp(options);
-  } catch (err) {
-    console.error(`error: ${(err as Error).message}`);
-    return 1;
-  }
-  // Ctrl-C (SIGINT) and `kill` (SIGTERM) stop the server cleanly. Listen
-  // for them before saying we listen: whoever reads that line may stop us.
-  // A second signal (the impatient second Ctrl-C) skips the grace period.
+  if (options.workers > 1) return await serveWithWorkers(options);
+  const listener = listenTcp(options);
+  // Ctrl-C (SIGINT) and `kill` (SIGTERM) stop the server cleanly; a second
+  // one skips the grace period. Listen for them before saying we listen:
+  // whoever reads that line may stop us.
   const stop = new AbortController();
   const force = new AbortController();
-  const onSignal = () => stop.signal.aborted ? force.abort() : stop.abort();
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
-  console.log(`tcp listening on ${formatAddr(listener.addr)}`);
+  const removeSignals = onStopSignals(() => stop.abort(), () => force.abort());
   try {
-    const s = await serveTcp(listener, {
+    log(`tcp listening on ${formatAddr(listener.addr)}`);
+    const summary = await serveTcp(listener, {
       ...options,
       signal: stop.signal,
       force: force.signal,
     });
-    console.log(
-      `tcp server stopped: ${s.connections} connections, ${s.refused} refused, ${s.bytesIn} bytes in, ${s.bytesOut} bytes out`,
-    );
+    log(summaryLine(summary));
   } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
+    removeSignals();
   }
   return 0;
 }
 
-if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+// --- --workers: N listeners on one port, one Deno Worker each ---------------
+// The main thread starts the workers (each loads this same file and starts
+// at the worker entry below), prints the lines they send, passes
+// SIGINT/SIGTERM on, and adds up their summaries.
+
+/** Messages from the main thread to a worker. */
+type ToWorker =
+  | { type: "start"; id: number; options: ServerOptions }
+  | { type: "stop" }
+  | { type: "force" };
+
+/** Messages from a worker to the main thread. */
+type FromWorker =
+  | { type: "listening"; hostname: string; port: number }
+  | { type: "log"; line: string }
+  | { type: "warn"; line: string }
+  | { type: "failed"; message: string }
+  | { type: "done"; summary: ServerSummary };
+
+/** The part of a worker's global scope we use. */
+interface WorkerScope {
+  postMessage(message: FromWorker): void;
+  onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
 }
+
+// A worker gets no "load" event, so the entry above does not run in one: a
+// worker of --workers (this file, loaded again) starts here instead.
+if (import.meta.main && "WorkerGlobalScope" in globalThis) {
+  queueMicrotask(() => runMain(serveAsWorker, USAGE));
+}
+
+/** In a worker: listen where the main thread says, serve, report. */
+async function serveAsWorker(): Promise<number> {
+  const scope = globalThis as unknown as WorkerScope;
+  const post = (message: FromWorker) => scope.postMessage(message);
+  const stop = new AbortController();
+  const force = new AbortController();
+  const start = Promise.withResolvers<ServerOptions>();
+  scope.onmessage = (event) => {
+    const m = event.data;
+    if (m.type === "start") start.resolve(m.options);
+    else if (m.type === "stop") stop.abort();
+    else force.abort();
+  };
+  const options = await start.promise;
+  try {
+    const listener = listenTcp({ ...options, reusePort: true });
+    const { hostname, port } = listener.addr;
+    post({ type: "listening", hostname, port });
+    const summary = await serveTcp(listener, {
+      ...options,
+      signal: stop.signal,
+      force: force.signal,
+      log: (line) => post({ type: "log", line }),
+      warn: (line) => post({ type: "warn", line }),
+    });
+    post({ type: "done", summary });
+  } catch (err) {
+    post({
+      type: "failed",
+      message: err instanceof Error ? err.message : String(err),
+    });
+  }
+  // The main thread ends this worker (worker.terminate()) once it has read
+  // our last message; exiting here could lose it.
+  return await new Promise<never>(() => {});
+}
+
+/** One worker as the main thread sees it. */
+class WorkerHandle {
+  readonly worker: Worker;
+  readonly listening = Promise.withResolvers<Deno.NetAddr>();
+  readonly done = Promise.withResolvers<ServerSummary>();
+
+  constructor(readonly id: number, options: ServerOptions) {
+    this.worker = new Worker(import.meta.url, {
+      type: "module",
+      name: `worker ${id}`,
+    });
+    // A failure rejects whichever of the two is still pending.
+    this.listening.promise.catch(() => {});
+    this.done.promise.catch(() => {});
+    const fail = (message: string) => {
+      const err = new Error(message);
+      this.listening.reject(err);
+      this.done.reject(err);
+    };
+    this.worker.onmessage = (event: MessageEvent<FromWorker>) => {
+      const m = event.data;
+      if (m.type === "listening") {
+        this.listening.resolve({
+          transport: "tcp",
+          hostname: m.hostname,
+          port: m.port,
+        });
+      } else if (m.type === "log") log(`worker ${id} | ${m.line}`);
+      else if (m.type === "warn") warn(`worker ${id} | ${m.line}`);
+      else if (m.type === "failed") fail(m.message);
+      else this.done.resolve(m.summary);
+    };
+    this.worker.onerror = (event: ErrorEvent) => {
+      event.preventDefault();
+      fail(event.message);
+    };
+    this.send({ type: "start", id, options });
+  }
+
+  send(message: ToWorker): void {
+    this.worker.postMessage(message);
+  }
+}
+
+/**
+ * `--workers N`: start N workers on one port (the first binds `--port`,
+ * which may be 0; the others bind the port it got), print the listening
+ * line, serve until SIGINT/SIGTERM, then print each worker's summary and
+ * the sum. A worker that fails stops them all: exit 1.
+ */
+async function serveWithWorkers(options: ServerOptions): Promise<number> {
+  requireUnstableNet("--workers");
+  const script = new URL(import.meta.url);
+  if (
+    script.protocol === "file:" &&
+    Deno.permissions.querySync({ name: "read", path: script }).state !==
+      "granted"
+  ) {
+    throw new Error(
+      `--workers needs read access to this script, which each worker loads: run again with --allow-read=${
+        decodeURIComponent(script.pathname)
+      }`,
+    );
+  }
+  const workers: WorkerHandle[] = [];
+  const stopAll = (type: "stop" | "force") => {
+    for (const w of workers) w.send({ type });
+  };
+  let addr: Deno.NetAddr;
+  let addrs: Deno.NetAddr[];
+  try {
+    workers.push(new WorkerHandle(1, options));
+    addr = await workers[0].listening.promise;
+    for (let id = 2; id <= options.workers; id++) {
+      workers.push(
+        new WorkerHandle(id, {
+          ...options,
+          hostname: addr.hostname,
+          port: addr.port,
+        }),
+      );
+    }
+    addrs = await Promise.all(workers.map((w) => w.listening.promise));
+  } catch (err) {
+    for (const w of workers) w.worker.terminate();
+    throw err;
+  }
+  const removeSignals = onStopSignals(
+    () => stopAll("stop"),
+    () => stopAll("force"),
+  );
+  let failures = 0;
+  try {
+    log(`tcp listening on ${formatAddr(addr)}`);
+    addrs.forEach((a, i) =>
+      log(`worker ${i + 1} | tcp listening on ${formatAddr(a)}`)
+    );
+    const summaries = await Promise.all(workers.map(async (w) => {
+      try {
+        return await w.done.promise;
+      } catch (err) {
+        failures++;
+        warn(
+          `error: worker ${w.id} failed: ${
+            err instanceof Error ? err.message : err
+          }; stopping the others`,
+        );
+        stopAll("stop");
+        return undefined;
+      }
+    }));
+    const total: ServerSummary = {
+      connections: 0,
+      refused: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+    };
+    const each: string[] = [];
+    summaries.forEach((s, i) => {
+      if (!s) return each.push("failed");
+      log(`worker ${i + 1} | ${summaryLine(s)}`);
+      total.connections += s.connections;
+      total.refused += s.refused;
+      total.bytesIn += s.bytesIn;
+      total.bytesOut += s.bytesOut;
+      each.push(String(s.connections));
+    });
+    log(
+      `${summaryLine(total)} (${workers.length} workers: ${
+        each.join(" + ")
+      } connections)`,
+    );
+  } finally {
+    removeSignals();
+    for (const w of workers) w.worker.terminate();
+  }
+  return failures > 0 ? 1 : 0;
+}
+
+// ===== shared block: begin =====
+// The same lines stand in server.ts, http.ts, client.ts and udp.ts, so each
+// file runs alone when copied; tests/shared_block_test.ts keeps them equal.
+// Change one copy, then paste it into the other three.
+
+/** A bad command line: the reason is printed with the usage, exit 2. */
+export class UsageError extends Error {}
+
+/**
+ * Parse `args` with `parseArgs` from `node:util` (built into Deno), turning
+ * its errors into one-line {@link UsageError}s a person can act on.
+ */
+export function parseFlags<T extends ParseArgsOptionsConfig>(
+  args: string[],
+  options: T,
+  allowPositionals = false,
+) {
+  try {
+    return parseArgs({ args, options, allowPositionals, strict: true });
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    const flag = /'(-[^' ]*)/.exec(message)?.[1] ?? "";
+    const code = (err as { code?: string }).code;
+    if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+      throw new UsageError(`unknown flag ${JSON.stringify(flag)}`);
+    }
+    if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
+      const arg = /'([^']*)'/.exec(message)?.[1] ?? "";
+      throw new UsageError(`unexpected argument ${JSON.stringify(arg)}`);
+    }
+    if (/does not take an argument/.test(message)) {
+      throw new UsageError(`${flag} takes no value`);
+    }
+    if (/ambiguous/.test(message)) {
+      throw new UsageError(
+        `${flag} needs a value; for one that starts with "-", write ${flag}=VALUE`,
+      );
+    }
+    if (/argument missing/.test(message)) {
+      throw new UsageError(`${flag} needs a value`);
+    }
+    throw new UsageError(message.split("\n")[0]);
+  }
+}
+
+/**
+ * Check `--hostname`: an IPv4 or IPv6 literal (`::1` or `[::1]`) or a name.
+ * Host and port in one (`127.0.0.1:8080`) is the usual slip: say so.
+ */
+export function parseHostname(text: string): string {
+  const bracketed = /^\[([^\]]*)\](:\d+)?$/.exec(text);
+  const host = bracketed ? bracketed[1] : text;
+  if (bracketed?.[2] || (!bracketed && /^[^:]*:\d*$/.test(text))) {
+    throw new UsageError(
+      `--hostname takes no port (${JSON.stringify(text)}); use --port`,
+    );
+  }
+  if (!/^[0-9A-Za-z.:_%-]+$/.test(host)) {
+    throw new UsageError(
+      `--hostname: not an address or name: ${JSON.stringify(text)}`,
+    );
+  }
+  return host;
+}
+
+/** A whole number from `min` to `max`, or a {@link UsageError}. */
+export function parseInteger(
+  flag: string,
+  text: string,
+  min: number,
+  max: number,
+): number {
+  const n = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= max)) {
+    throw new UsageError(
+      `${flag} must be a whole number from ${min} to ${max}, not ${
+        JSON.stringify(text)
+      }`,
+    );
+  }
+  return n;
+}
+
+/** A number of seconds, 0 or more (`0.5` allowed), or a {@link UsageError}. */
+export function parseSeconds(flag: string, text: string): number {
+  const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 0)) {
+    throw new UsageError(
+      `${flag} must be a number of seconds, 0 or more, not ${
+        JSON.stringify(text)
+      }`,
+    );
+  }
+  return n;
+}
+
+/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
+export function formatAddr(
+  addr: Deno.Addr | { hostname: string; port: number },
+): string {
+  if (!("hostname" in addr)) return "path" in addr ? addr.path : addr.transport;
+  return addr.hostname.includes(":")
+    ? `[${addr.hostname}]:${addr.port}`
+    : `${addr.hostname}:${addr.port}`;
+}
+
+/** A host as `--allow-net` wants it: IPv6 in brackets. */
+export function allowNetHost(hostname: string): string {
+  return hostname.includes(":") ? `[${hostname}]` : hostname;
+}
+
+/**
+ * Why a listening socket could not be opened, in one sentence that names
+ * the protocol and address (`where`, e.g. `tcp 127.0.0.1:8080`) and what to
+ * try: another program has the port, Deno lacks the grant, the OS refuses a
+ * low port, the address is not this machine's, the name does not resolve.
+ */
+export function explainListenError(
+  err: unknown,
+  where: string,
+  hostname: string,
+): string {
+  if (err instanceof Deno.errors.AddrInUse) {
+    return `${where} is already in use: another program is listening there; stop it, or pick another --port (--port 0 picks a free one)`;
+  }
+  if (err instanceof Deno.errors.NotCapable) {
+    return `Deno has no permission to listen on ${where}; run again with --allow-net=${
+      allowNetHost(hostname)
+    }`;
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return `the OS refused to let this process listen on ${where} (ports below 1024 need privileges); use a port from 1024 up`;
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return `cannot listen on ${where}: that address does not belong to this machine; try 127.0.0.1`;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  if (/lookup|resolve|Name or service not known|No address/i.test(message)) {
+    return `cannot listen on ${where}: the name ${
+      JSON.stringify(hostname)
+    } does not resolve to an address; check the spelling or use an address such as 127.0.0.1`;
+  }
+  return `cannot listen on ${where}: ${message}`;
+}
+
+/** Anything with a `write` that may take only part of the bytes. */
+export interface Writer {
+  write(p: Uint8Array): Promise<number>;
+}
+
+/**
+ * Write all of `data`: `write()` may accept only part of it per call, so
+ * loop. `onWrite`, if given, sees each piece a single write() took.
+ */
+export async function writeAll(
+  writer: Writer,
+  data: Uint8Array,
+  onWrite?: (piece: Uint8Array) => void,
+): Promise<void> {
+  let written = 0;
+  while (written < data.length) {
+    const n = await writer.write(data.subarray(written));
+    if (onWrite) onWrite(data.subarray(written, written + n));
+    written += n;
+  }
+}
+
+/**
+ * Print a log line on stdout. Logging is best effort: when stdout cannot
+ * be written (terminal closed, disk full, /dev/full, a closed pipe) the
+ * program goes on serving, and says so once on stderr.
+ */
+export function log(line: string): void {
+  try {
+    console.log(line);
+  } catch (err) {
+    if (logFailed) return;
+    logFailed = true;
+    warn(
+      `warning: cannot write to stdout (${
+        err instanceof Error ? err.message : err
+      }); going on without log lines`,
+    );
+  }
+}
+let logFailed = false;
+
+/** Print a line on stderr; if even that fails, there is nowhere to say so. */
+export function warn(line: string): void {
+  try {
+    console.error(line);
+  } catch { /* stderr is gone too */ }
+}
+
+/** The `xxd` layout: offset, 16 bytes in hex by pairs, the bytes as ASCII. */
+export function hexDump(bytes: Uint8Array): string[] {
+  const lines: string[] = [];
+  for (let offset = 0; offset < bytes.length; offset += 16) {
+    const row = bytes.subarray(offset, offset + 16);
+    let hex = "";
+    let text = "";
+    for (let i = 0; i < row.length; i++) {
+      hex += row[i].toString(16).padStart(2, "0") + (i % 2 ? " " : "");
+      text += row[i] >= 0x20 && row[i] < 0x7f
+        ? String.fromCharCode(row[i])
+        : ".";
+    }
+    lines.push(
+      `${offset.toString(16).padStart(8, "0")}: ${hex.padEnd(40)} ${text}`,
+    );
+  }
+  return lines;
+}
+
+/**
+ * `--trace`: one line for one read, write or datagram, `what` says which
+ * (`read 5 bytes`); with `hex`, the bytes follow in the xxd layout.
+ */
+export function traceBytes(
+  print: (line: string) => void,
+  what: string,
+  bytes: Uint8Array,
+  hex: boolean,
+): void {
+  print(what);
+  if (hex) { for (const line of hexDump(bytes)) print(line); }
+}
+
+/**
+ * Call `stop` on the first SIGINT (Ctrl-C) or SIGTERM, `force` on a second.
+ * Add the listeners before printing the listening line: a signal that comes
+ * before them kills the process. Returns a function that removes them.
+ */
+export function onStopSignals(
+  stop: () => void,
+  force: () => void = () => {},
+): () => void {
+  let count = 0;
+  const handler = () => ++count === 1 ? stop() : force();
+  const signals: Deno.Signal[] = Deno.build.os === "windows"
+    ? ["SIGINT"]
+    : ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, handler);
+  return () => {
+    for (const s of signals) Deno.removeSignalListener(s, handler);
+  };
+}
+
+/**
+ * Run a command-line `main` and exit: a {@link UsageError} prints the reason
+ * and `usage` (exit 2); any other error is an expected failure, one
+ * `error:` line with no stack trace (exit 1).
+ */
+export async function runMain(
+  main: (args: string[]) => Promise<number>,
+  usage: string,
+): Promise<never> {
+  let code: number;
+  try {
+    code = await main(Deno.args);
+  } catch (err) {
+    const usageError = err instanceof UsageError;
+    warn(
+      `error: ${err instanceof Error ? err.message : err}${
+        usageError ? `\n\n${usage}` : ""
+      }`,
+    );
+    code = usageError ? 2 : 1;
+  }
+  Deno.exit(code);
+}
+
+/** Print text on stdout (usage, data); a failure is an `error:` line. */
+export async function writeStdout(data: Uint8Array | string): Promise<void> {
+  const bytes = typeof data === "string"
+    ? new TextEncoder().encode(data)
+    : data;
+  try {
+    await writeAll(Deno.stdout, bytes);
+  } catch (err) {
+    // Whoever reads our stdout went away (`| head`): that is their choice.
+    if (err instanceof Deno.errors.BrokenPipe) Deno.exit(0);
+    throw new Error(
+      `cannot write to stdout: ${err instanceof Error ? err.message : err}`,
+      { cause: err },
+    );
+  }
+}
+// ===== shared block: end =====

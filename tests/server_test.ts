@@ -7,7 +7,9 @@ import { listenTcp, serveTcp } from "../server.ts";
 import { concat, randomBytes, sha256 } from "./lib/bytes.ts";
 import { hasIpv6Loopback, readAll, readExactly, writeAll } from "./lib/net.ts";
 import {
+  commandFor,
   hasStackTrace,
+  OutputCollector,
   runScript,
   startScript,
   withTimeout,
@@ -32,6 +34,47 @@ async function echoThrough(
   };
   const [, echoed] = await Promise.all([send(), readAll(conn)]);
   return echoed;
+}
+
+/**
+ * A script started by hand (for stdout that startScript cannot read):
+ * stderr collected, stdout collected unless the test reads it itself,
+ * always killed at the end.
+ */
+class ManualScript implements AsyncDisposable {
+  readonly stderr: OutputCollector;
+  readonly stdout?: OutputCollector;
+  constructor(
+    readonly child: Deno.ChildProcess,
+    options: { keepStdout?: boolean } = {},
+  ) {
+    this.stderr = new OutputCollector(child.stderr);
+    if (!options.keepStdout) this.stdout = new OutputCollector(child.stdout);
+  }
+
+  /** The first stderr line matching `re`; fails if the child exits first. */
+  waitForStderr(re: RegExp): Promise<string> {
+    const exited = this.child.status.then(() => this.stderr.done).then(() => {
+      const line = this.stderr.lines.find((l) => re.test(l));
+      if (line !== undefined) return line;
+      throw new Error(
+        `exited with no stderr line matching ${re}; stderr:\n${this.stderr.text()}`,
+      );
+    });
+    return withTimeout(
+      Promise.race([this.stderr.waitFor(re), exited]),
+      20_000,
+      () => `no stderr line matching ${re}; stderr:\n${this.stderr.text()}`,
+    );
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await this.child.status;
+    await Promise.all([this.stderr.done, this.stdout?.done]);
+  }
 }
 
 /**
@@ -63,10 +106,21 @@ for (
   const [args, reason] of [
     [["--bogus"], /unknown flag "--bogus"/],
     [["--port", "70000"], /--port must be a whole number from 0 to 65535/],
-    [["--port", "-1"], /--port must be a whole number from 0 to 65535/],
+    [["--port=-1"], /--port must be a whole number from 0 to 65535/],
+    [
+      ["--port", "-1"],
+      /--port needs a value; for one that starts with "-", write --port=VALUE/,
+    ],
     [["--port", "abc"], /--port must be a whole number from 0 to 65535/],
     [["--port"], /--port needs a value/],
     [["--max-connections", "0"], /--max-connections must be/],
+    [["--workers", "0"], /--workers must be a whole number from 1 to 256/],
+    [["--trace=yes"], /--trace takes no value/],
+    [["--http"], /unknown flag "--http"/],
+    [
+      ["--hostname", "127.0.0.1:8080"],
+      /--hostname takes no port \("127\.0\.0\.1:8080"\); use --port/,
+    ],
   ] as const
 ) {
   Deno.test(`server ${args.join(" ")} is a usage error: exit 2, one-line reason, nothing bound`, async () => {
@@ -355,4 +409,298 @@ Deno.test({
       /^tcp close local 127\.0\.0\.1:\d+ remote 127\.0\.0\.1:\d+ \(#1\) in 300000 bytes, out 300000 bytes$/,
     );
   },
+});
+
+// --- accept() failures that belong to one client ---------------------------
+
+/** Whether python3 is on PATH (the reset client below needs SO_LINGER). */
+function hasPython3(): boolean {
+  try {
+    return new Deno.Command("python3", { args: ["-c", ""] }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * `count` clients that connect to `port` and reset at once: SO_LINGER 0
+ * makes close() send RST instead of FIN. Deno cannot set SO_LINGER, so
+ * Python does it.
+ */
+async function resetClients(port: number, count: number): Promise<void> {
+  const script = `import socket, struct
+for _ in range(${count}):
+    s = socket.create_connection(("127.0.0.1", ${port}))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+`;
+  const r = await new Deno.Command("python3", { args: ["-c", script] })
+    .output();
+  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+}
+
+Deno.test({
+  name:
+    "12 clients that reset before accept() do not delay the next client: it is echoed within 2 s" +
+    (hasPython3() ? "" : " (skipped: needs python3 for SO_LINGER)"),
+  ignore: !hasPython3(),
+  fn: async () => {
+    await using server = await startScript("server.ts", ["--port", "0"]);
+    // Freeze the server so that it cannot accept: the kernel still
+    // completes each handshake and queues the connection, and the reset
+    // then arrives while it waits in the queue. Each of them makes
+    // accept() fail with ENOTCONN once the server runs again.
+    server.child.kill("SIGSTOP");
+    try {
+      await resetClients(server.port, 12);
+    } finally {
+      server.child.kill("SIGCONT");
+    }
+    const started = performance.now();
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    await writeAll(conn, new TextEncoder().encode("after the resets"));
+    const back = await withTimeout(
+      readExactly(conn, 16),
+      20_000,
+      () => "no echo within 20 s after the resets",
+    );
+    const ms = performance.now() - started;
+    assert.equal(new TextDecoder().decode(back), "after the resets");
+    assert.ok(
+      ms < 2000,
+      `the echo took ${ms.toFixed(0)} ms after 12 resets before accept()`,
+    );
+    assert.doesNotMatch(
+      server.stderr.text(),
+      /accept failed/,
+      "a client's reset is not a server problem to warn about",
+    );
+  },
+});
+
+// --- logging is best effort -------------------------------------------------
+
+/**
+ * The port process `pid` listens on, from /proc: its socket inodes
+ * (/proc/PID/fd) matched against the LISTEN rows of /proc/PID/net/tcp.
+ * For a server whose stdout (and so its listening line) goes nowhere.
+ */
+async function listeningPortOf(pid: number): Promise<number> {
+  const run = async (cmd: string, args: string[]) =>
+    new TextDecoder().decode(
+      (await new Deno.Command(cmd, { args, stderr: "null" }).output()).stdout,
+    );
+  const fds = await run("ls", ["-l", `/proc/${pid}/fd`]);
+  const inodes = new Set(
+    [...fds.matchAll(/socket:\[(\d+)\]/g)].map((m) => m[1]),
+  );
+  const table = await run("cat", [`/proc/${pid}/net/tcp`]);
+  for (const row of table.split("\n").slice(1)) {
+    const f = row.trim().split(/\s+/);
+    // f[1] local address HEX:HEXPORT, f[3] state (0A = LISTEN), f[9] inode
+    if (f[3] === "0A" && inodes.has(f[9])) {
+      return parseInt(f[1].split(":")[1], 16);
+    }
+  }
+  throw new Error(`process ${pid} has no listening TCP socket`);
+}
+
+Deno.test("stdout on /dev/full: the server says so once on stderr, keeps echoing, and exits 0 on SIGTERM", async () => {
+  const command = commandFor("server.ts", ["--port", "0"], {
+    shellPrefix: "exec >/dev/full;",
+  }, { stdin: "null" });
+  await using server = new ManualScript(command.spawn());
+  // The listening line cannot be written: its failure is the warning we
+  // wait for. Then /proc tells the port (the line that had it is lost).
+  const warning = await server.waitForStderr(/^warning: cannot write/);
+  assert.match(warning, /No space left on device/);
+  const port = await listeningPortOf(server.child.pid);
+  for (const word of ["one", "two"]) {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(conn, new TextEncoder().encode(word));
+    await conn.closeWrite();
+    assert.equal(new TextDecoder().decode(await readAll(conn)), word);
+  }
+  server.child.kill("SIGTERM");
+  const status = await server.child.status;
+  await server.stderr.done;
+  assert.equal(status.code, 0, server.stderr.text());
+  assert.equal(
+    server.stderr.lines.filter((l) => l !== "").length,
+    1,
+    `one warning, no more:\n${server.stderr.text()}`,
+  );
+  assert.ok(!hasStackTrace(server.stderr.text()));
+});
+
+Deno.test("stdout pipe closed by the reader: the server keeps echoing and exits 0 on SIGTERM", async () => {
+  const command = commandFor("server.ts", ["--port", "0"], {}, {
+    stdin: "null",
+  });
+  const child = command.spawn();
+  await using server = new ManualScript(child, { keepStdout: true });
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    assert.ok(!done, "no listening line");
+    text += value;
+  }
+  const port = Number(/:(\d+)\n/.exec(text)?.[1]);
+  await reader.cancel(); // we stop reading: the pipe's read end closes
+  for (const word of ["after", "the pipe closed"]) {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(conn, new TextEncoder().encode(word));
+    await conn.closeWrite();
+    assert.equal(new TextDecoder().decode(await readAll(conn)), word);
+  }
+  child.kill("SIGTERM");
+  const status = await child.status;
+  await server.stderr.done;
+  assert.equal(status.code, 0, server.stderr.text());
+  assert.ok(!hasStackTrace(server.stderr.text()), server.stderr.text());
+});
+
+Deno.test("--help with stdout on /dev/full: one error line blaming stdout, exit 1, no stack trace", async () => {
+  const r = await runScript("server.ts", ["--help"], {
+    shellPrefix: "exec >/dev/full;",
+  });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^error: cannot write to stdout: .*\n$/);
+  assert.ok(!hasStackTrace(r.stderr));
+});
+
+// --- --trace and --hex --------------------------------------------------------
+
+/** Sizes in the trace lines `tcp #ID read|wrote N bytes` of connection `id`. */
+function traced(lines: string[], what: "read" | "wrote", id = 1): number[] {
+  const re = new RegExp(`^tcp #${id} ${what} (\\d+) bytes$`);
+  return lines.flatMap((l) => {
+    const m = re.exec(l);
+    return m ? [Number(m[1])] : [];
+  });
+}
+
+const sum = (ns: number[]) => ns.reduce((a, b) => a + b, 0);
+
+Deno.test("--trace: the read lines add up to the bytes received, the wrote lines to the bytes sent back", async () => {
+  await using server = await startScript("server.ts", [
+    "--port",
+    "0",
+    "--trace",
+  ]);
+  const payload = randomBytes(300_000);
+  const echoed = await echoThrough(server.port, payload);
+  assert.equal(await sha256(echoed), await sha256(payload));
+  await server.waitForLine(/^tcp close .*\(#1\) in 300000 bytes/);
+  const reads = traced(server.stdout.lines, "read");
+  const writes = traced(server.stdout.lines, "wrote");
+  assert.equal(sum(reads), 300_000);
+  assert.equal(sum(writes), 300_000);
+  // Each is a real read: never empty, never more than the buffer.
+  for (const n of [...reads, ...writes]) {
+    assert.ok(n > 0 && n <= 65_536, `${n}`);
+  }
+  assert.ok(reads.length > 1, "300,000 bytes cannot arrive in one read");
+});
+
+Deno.test("--trace: writes that wait for their echo are read one by one, 1, 2 and 3 bytes", async () => {
+  await using server = await startScript("server.ts", [
+    "--port",
+    "0",
+    "--trace",
+  ]);
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  for (const word of ["a", "bb", "ccc"]) {
+    await writeAll(conn, new TextEncoder().encode(word));
+    const back = await readExactly(conn, word.length);
+    assert.equal(new TextDecoder().decode(back), word);
+  }
+  await conn.closeWrite();
+  assert.equal((await readAll(conn)).length, 0);
+  await server.waitForLine(/^tcp close .*\(#1\) in 6 bytes, out 6 bytes$/);
+  assert.deepEqual(traced(server.stdout.lines, "read"), [1, 2, 3]);
+  assert.deepEqual(traced(server.stdout.lines, "wrote"), [1, 2, 3]);
+});
+
+/** `xxd` of `bytes`, as lines (xxd is in vim's package: /usr/bin/xxd). */
+async function xxd(bytes: Uint8Array): Promise<string[]> {
+  const child = new Deno.Command("xxd", {
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(bytes);
+  await writer.close();
+  const { stdout } = await child.output();
+  return new TextDecoder().decode(stdout).trimEnd().split("\n");
+}
+
+function hasXxd(): boolean {
+  try {
+    return new Deno.Command("xxd", { args: ["-v"], stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name:
+    "--hex (alone: it implies --trace) dumps each read and write exactly as xxd shows the bytes: binary, NUL, CR LF" +
+    (hasXxd() ? "" : " (skipped: no xxd)"),
+  ignore: !hasXxd(),
+  fn: async () => {
+    await using server = await startScript("server.ts", [
+      "--port",
+      "0",
+      "--hex",
+    ]);
+    const payload = new Uint8Array([
+      ...new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+      0,
+      0,
+      1,
+      0x7f,
+      0x80,
+      0xff,
+      ...randomBytes(40),
+      13,
+      10,
+    ]);
+    const echoed = await echoThrough(server.port, payload);
+    assert.deepEqual(echoed, payload);
+    await server.waitForLine(/^tcp close .*\(#1\) in \d+ bytes/);
+    // Each trace line is followed by the dump of exactly its bytes; the
+    // reads, in order, are the payload.
+    const lines = server.stdout.lines;
+    const offset = { read: 0, wrote: 0 };
+    for (const [i, line] of lines.entries()) {
+      const m = /^tcp #1 (read|wrote) (\d+) bytes$/.exec(line);
+      if (!m) continue;
+      const what = m[1] as "read" | "wrote";
+      const n = Number(m[2]);
+      const bytes = payload.subarray(offset[what], offset[what] + n);
+      const dump = lines.slice(i + 1, i + 1 + Math.ceil(n / 16));
+      assert.deepEqual(dump, await xxd(bytes), `${line} at ${offset[what]}`);
+      offset[what] += n;
+    }
+    assert.equal(offset.read, payload.length, "the reads cover the payload");
+    assert.equal(offset.wrote, payload.length, "the writes cover it too");
+  },
+});
+
+Deno.test("without --trace there is no trace line and no dump", async () => {
+  await using server = await startScript("server.ts", ["--port", "0"]);
+  const payload = randomBytes(100_000);
+  await echoThrough(server.port, payload);
+  await server.waitForLine(/^tcp close .*\(#1\) in 100000 bytes/);
+  const traceLike = server.stdout.lines.filter((l) =>
+    /^tcp #\d+ (read|wrote) /.test(l) || /^[0-9a-f]{8}: /.test(l)
+  );
+  assert.deepEqual(traceLike, []);
 });

@@ -398,6 +398,72 @@ Deno.test({
   },
 });
 
+// --- resets before accept() ----------------------------------------------------
+
+/** Whether python3 is on PATH (the reset clients need SO_LINGER). */
+function hasPython3(): boolean {
+  try {
+    return new Deno.Command("python3", { args: ["-c", ""] }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Python clients that connect to `port` and reset (SO_LINGER 0: close()
+ * sends RST), `count` of them, `perSecond` a second (0: as fast as it can).
+ * Deno cannot set SO_LINGER.
+ */
+function resetClients(
+  port: number,
+  count: number,
+  perSecond = 0,
+): Promise<Deno.CommandOutput> {
+  const script = `import socket, struct, time
+for _ in range(${count}):
+    s = socket.create_connection(("${HOST}", ${port}))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    if ${perSecond}: time.sleep(1 / ${perSecond || 1})
+`;
+  return new Deno.Command("python3", { args: ["-c", script] }).output();
+}
+
+Deno.test({
+  name:
+    "100 resets before accept() and then 10 resets a second never delay a normal client: each echo within 1 s" +
+    (hasPython3() ? "" : " (skipped: needs python3 for SO_LINGER)"),
+  ignore: !hasPython3(),
+  ...SANITIZE,
+  async fn() {
+    await using server = await startScript("server.ts", ["--port", "0"]);
+    // A frozen server cannot accept: the 100 connections wait in the
+    // backlog, reset. Once it runs, each makes accept() fail (ENOTCONN).
+    server.child.kill("SIGSTOP");
+    try {
+      assert.equal((await resetClients(server.port, 100)).code, 0);
+    } finally {
+      server.child.kill("SIGCONT");
+    }
+    // Meanwhile 10 resets a second go on, for 3 s.
+    const trickle = resetClients(server.port, 30, 10);
+    let slowest = 0;
+    for (let i = 0; i < 30; i++) {
+      const started = performance.now();
+      await assertServes(server.port, `echo ${i} during the resets`);
+      slowest = Math.max(slowest, performance.now() - started);
+      await delay(100);
+    }
+    assert.equal((await trickle).code, 0);
+    figure(
+      `resets: slowest of 30 echoes during 130 resets ${slowest.toFixed(0)} ms`,
+    );
+    assert.ok(slowest < 1000, `an echo took ${slowest.toFixed(0)} ms`);
+    assert.doesNotMatch(server.stderr.text(), /accept failed/);
+  },
+});
+
 // --- out of file descriptors -------------------------------------------------
 
 Deno.test({
@@ -687,8 +753,11 @@ const SERVER_FLAGS = [
   "--max-connections",
   "--idle-timeout",
   "--grace",
-  "--http",
+  "--reuse-port",
+  "--workers",
   "--quiet",
+  "--trace",
+  "--hex",
   "--help",
   "-h",
 ];
