@@ -5,10 +5,11 @@
  * - connect: `Deno.connect` is the whole handshake (SYN, SYN-ACK, ACK); our
  *   end gets a free "ephemeral" port from the OS: one socket pair.
  * - send: a write may take only part of the bytes, so we loop.
- * - half-close: `closeWrite` sends a FIN, "I am done sending, still
- *   listening"; the server sees the end of our data and can still answer.
  * - read to the end: a read returns whatever has arrived (TCP is a stream,
  *   not messages) and `null` once the server has sent its own FIN.
+ * - half-close: `closeWrite` sends a FIN, "I am done sending, still
+ *   listening"; the server sees the end of our data and can still answer.
+ * - netcat mode: both directions at once, stdin to the socket and back.
  * - `--http`: a web client is the same, plus a request and knowing where
  *   the response ends.
  * Data goes to stdout, diagnostics to stderr, as with `nc`.
@@ -32,8 +33,10 @@
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 
-// 1. CONNECT. A TCP connection starts with a handshake of three packets,
-// all done by the two kernels: SYN, SYN-ACK, ACK.
+// ─── 1. Connect ─────────────────────────────────────────────────────────────
+
+// A TCP connection starts with a handshake of three packets, all done by
+// the two kernels: SYN, SYN-ACK, ACK.
 
 /** How long a connect may take when `--timeout` is not given. */
 export const CONNECT_TIMEOUT_MS = 5000; // Linux resends an unanswered SYN
@@ -68,7 +71,9 @@ export async function connectTcp(
   }
 }
 
-// 2. SEND. A write hands bytes to the kernel; it sends them when it can.
+// ─── 2. Send ────────────────────────────────────────────────────────────────
+
+// A write hands bytes to the kernel; it sends them when it can.
 
 /**
  * Send all of `data`. `write()` returns how many bytes the kernel took into
@@ -93,8 +98,10 @@ export async function send(
   wire.onSent?.(data.length);
 }
 
-// 3. READ TO THE END, and 4. HALF-CLOSE. TCP is a stream of bytes each
-// way, not a series of messages; each side ends its own stream with a FIN.
+// ─── 3. Read to the end, 4. Half-close ──────────────────────────────────────
+
+// TCP is a stream of bytes each way, not a series of messages; each side
+// ends its own stream with a FIN.
 
 /** Bytes asked for per read; a read returns at most this, often less. */
 const READ_SIZE = 64 * 1024;
@@ -184,7 +191,9 @@ export async function exchange(
   };
 }
 
-// 5. NETCAT MODE: two copies at once, one per direction.
+// ─── 5. Netcat mode ─────────────────────────────────────────────────────────
+
+// Two copies at once, one per direction.
 
 /**
  * stdin to the socket and the socket to stdout, at the same time: TCP is
@@ -214,8 +223,10 @@ export async function netcat(
   if (err !== null && !isPeerGone(err)) throw err;
 }
 
-// 6. --http: a web client is a TCP client that sends a request and knows
-// where the response ends.
+// ─── 6. A web client (--http) ───────────────────────────────────────────────
+
+// A web client is a TCP client that sends a request and knows where the
+// response ends.
 
 /**
  * The request a browser sends for `path`, trimmed to what matters: the
@@ -244,7 +255,9 @@ export function httpGetRequest(
  * we do not wait for the server to close: a server may keep the connection
  * open for the next request, so the response itself says where it ends:
  * `Content-Length`, or the last chunk (`0\r\n\r\n`) of a chunked body, or,
- * with neither, the server's FIN. Returns the response's size.
+ * with neither, the server's FIN. A response cut short, or a chunked body
+ * that breaks its framing, is an Error once what arrived is printed.
+ * Returns the response's size.
  */
 export async function httpGet(
   socket: Socket,
@@ -255,6 +268,14 @@ export async function httpGet(
   await send(socket, request, wire);
   const end = new ResponseEnd();
   const size = await copyToEnd(socket, out, wire, end);
+  // A broken chunked body has no end to find: say so, after printing it.
+  if (end.malformed) {
+    throw new Error(
+      `${
+        socket.where ?? "the server"
+      } sent a malformed chunked body: ${end.malformed}; where the response ends cannot be told`,
+    );
+  }
   const missing = end.unfinished();
   if (missing) {
     throw new Error(
@@ -405,11 +426,14 @@ export function parseClientArgs(args: string[]): ClientOptions | "help" {
   options.http = values.http ?? false;
   if (values.path !== undefined) {
     if (!options.http) throw new UsageError("--path goes with --http");
+    // The request line is METHOD SP PATH SP VERSION: a space would end the
+    // path, a control character breaks the line, and the rest must be
+    // percent-encoded UTF-8 (RFC 3986); we send the path as given.
     if (!/^\/[\x21-\x7e]*$/.test(values.path)) {
       throw new UsageError(
-        `--path must start with / and hold no spaces, not ${
-          JSON.stringify(values.path)
-        }`,
+        `--path must start with / and hold only printable ASCII, no spaces or control characters; percent-encode the rest (try --path ${
+          percentEncodePath(values.path)
+        }), not ${JSON.stringify(values.path)}`,
       );
     }
     options.path = values.path;
@@ -490,6 +514,21 @@ const stdout: Writer = {
     return p.length;
   },
 };
+
+/**
+ * `path` as a request line can carry it: a leading `/` if it lacks one,
+ * and every byte outside printable ASCII (space and controls included) as
+ * `%XX` of its UTF-8: `/ü` is `/%C3%BC`. For the `--path` error message.
+ */
+function percentEncodePath(path: string): string {
+  let out = path.startsWith("/") ? "" : "/";
+  for (const byte of new TextEncoder().encode(path)) {
+    out += byte >= 0x21 && byte <= 0x7e
+      ? String.fromCharCode(byte)
+      : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
 
 /** Resolve after `ms` milliseconds (`--delay`). */
 function pause(ms: number): Promise<void> {
@@ -669,7 +708,8 @@ const MAX_HTTP_LINE = 64 * 1024;
  * Where an HTTP/1.1 response ends (RFC 9112 §6.3): after the head for 1xx
  * (then the real response follows), 204 and 304; after `Content-Length`
  * bytes; after the last chunk and trailers of a chunked body; otherwise
- * when the server closes. Anything it cannot frame is read to the close.
+ * when the server closes. A head it cannot frame is read to the close; a
+ * chunked body that breaks its own framing is {@link malformed}: stop.
  */
 export class ResponseEnd implements MessageEnd {
   #state:
@@ -680,15 +720,23 @@ export class ResponseEnd implements MessageEnd {
     | "data-end"
     | "trailers"
     | "close"
+    | "malformed"
     | "done" = "head";
   #line = "";
   #head: string[] = [];
   #left = 0;
   #length = 0;
   #fed = 0;
+  #malformed: string | undefined;
 
+  /** Complete, or malformed: either way, read no further. */
   get done(): boolean {
-    return this.#state === "done";
+    return this.#state === "done" || this.#state === "malformed";
+  }
+
+  /** Why the chunked body cannot be framed, if it cannot. */
+  get malformed(): string | undefined {
+    return this.#malformed;
   }
 
   feed(bytes: Uint8Array): number {
@@ -696,6 +744,8 @@ export class ResponseEnd implements MessageEnd {
     while (i < bytes.length && this.#state !== "done") {
       if (this.#state === "close") {
         i = bytes.length;
+      } else if (this.#state === "malformed") {
+        i = bytes.length; // the rest of this read, as it arrived
       } else if (this.#state === "length" || this.#state === "data") {
         const take = Math.min(this.#left, bytes.length - i);
         i += take;
@@ -705,7 +755,17 @@ export class ResponseEnd implements MessageEnd {
         }
       } else if (bytes[i] !== 0x0a) {
         this.#line += String.fromCharCode(bytes[i++]);
-        if (this.#line.length > MAX_HTTP_LINE) this.#state = "close";
+        if (this.#line.length <= MAX_HTTP_LINE) continue;
+        if (this.#state === "head") this.#state = "close";
+        else {
+          this.#fail(
+            this.#state === "trailers"
+              ? `a trailer line is over ${MAX_HTTP_LINE} bytes`
+              : this.#state === "size"
+              ? `a chunk size line is over ${MAX_HTTP_LINE} bytes`
+              : "the data of a chunk is not followed by CRLF",
+          );
+        }
       } else {
         i++;
         const line = this.#line.replace(/\r$/, "");
@@ -743,18 +803,28 @@ export class ResponseEnd implements MessageEnd {
         return;
       case "size": {
         const m = /^([0-9A-Fa-f]{1,12})[ \t]*(;.*)?$/.exec(line);
-        if (!m) this.#state = "close";
-        else if ((this.#left = parseInt(m[1], 16)) === 0) {
+        if (!m) {
+          const shown = line.length > 40 ? `${line.slice(0, 40)}...` : line;
+          this.#fail(
+            `${JSON.stringify(shown)} is not a chunk size (hex digits)`,
+          );
+        } else if ((this.#left = parseInt(m[1], 16)) === 0) {
           this.#state = "trailers";
         } else this.#state = "data";
         return;
       }
       case "data-end":
-        this.#state = line === "" ? "size" : "close";
+        if (line === "") this.#state = "size";
+        else this.#fail("the data of a chunk is not followed by CRLF");
         return;
       case "trailers":
         if (line === "") this.#state = "done";
     }
+  }
+
+  #fail(why: string): void {
+    this.#state = "malformed";
+    this.#malformed = why;
   }
 
   #endOfHead(): void {
@@ -830,8 +900,12 @@ export function parseFlags<T extends ParseArgsOptionsConfig>(
       throw new UsageError(`${flag} takes no value`);
     }
     if (/ambiguous/.test(message)) {
+      // `--port -1`: parseArgs will not take a value that looks like a flag.
+      const next = args[args.indexOf(flag) + 1] ?? "";
       throw new UsageError(
-        `${flag} needs a value; for one that starts with "-", write ${flag}=VALUE`,
+        `${flag} does not take ${
+          JSON.stringify(next)
+        } (a value that starts with "-" is written ${flag}=${next})`,
       );
     }
     if (/argument missing/.test(message)) {
@@ -884,7 +958,7 @@ export function parseSeconds(flag: string, text: string): number {
   const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
   if (!(n >= 0)) {
     throw new UsageError(
-      `${flag} must be a number of seconds, 0 or more, not ${
+      `${flag} must be a number of seconds from 0 to 999999999, not ${
         JSON.stringify(text)
       }`,
     );
@@ -919,7 +993,7 @@ export function explainListenError(
   hostname: string,
 ): string {
   if (err instanceof Deno.errors.AddrInUse) {
-    return `${where} is already in use: another program is listening there; stop it, or pick another --port (--port 0 picks a free one)`;
+    return `${where} is already in use: another socket (of this program or another) holds that address and port; stop it, or pick another --port (--port 0 picks a free one)`;
   }
   if (err instanceof Deno.errors.NotCapable) {
     return `Deno has no permission to listen on ${where}; run again with --allow-net=${

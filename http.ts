@@ -30,6 +30,8 @@
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 
+// ─── 1. Listen ──────────────────────────────────────────────────────────────
+
 const BACKLOG = 511; // connections the kernel queues for us before accept()
 
 /**
@@ -52,6 +54,8 @@ export function listenHttp(
     });
   }
 }
+
+// ─── 2. The accept loop ─────────────────────────────────────────────────────
 
 /**
  * Serve HTTP on `listener` until `signal` aborts: accept each connection and
@@ -143,6 +147,8 @@ export async function serveHttp(
   return summary;
 }
 
+// ─── 3. One exchange per connection ─────────────────────────────────────────
+
 /**
  * Answer ONE HTTP/1.1 request on `conn`, then close it: read the request
  * head, parse it, write the response, close politely. Never throws: what
@@ -195,10 +201,10 @@ export async function answerHttp(
   };
   options.signal?.addEventListener("abort", stopped, { once: true });
   try {
-    // 1. Read the head. The request may come in one read or in many pieces,
-    //    a byte at a time even: append each read to the buffer and look for
-    //    the empty line. The whole head must come within --head-timeout of
-    //    the connection opening, however slowly it trickles (slowloris).
+    // Read the head (step 4 below). It may come in one read or in many
+    // pieces, a byte at a time even: append each read to the buffer and look
+    // for the empty line. The whole head must come within --head-timeout of
+    // the connection opening, however slowly it trickles (slowloris).
     const head = await readHead(read, headTimeout, idleTimeout);
     if (head.kind === "silent") {
       ex.outcome = head.why; // nothing to answer: just close
@@ -214,8 +220,8 @@ export async function answerHttp(
       return ex;
     }
     ex.headBytes = head.bytes;
-    // 2. The request is valid. We serve one page for every path, to GET and
-    //    HEAD; HEAD gets the same headers with no body. Other methods: 405.
+    // The request is valid (step 5). We serve one page for every path, to
+    // GET and HEAD; HEAD gets the same headers with no body. Others: 405.
     const req = head.request;
     const quoted = `"${req.requestLine}"`;
     if (req.method !== "GET" && req.method !== "HEAD") {
@@ -227,7 +233,7 @@ export async function answerHttp(
       );
       return ex;
     }
-    // 3. The page: HTML for a browser, plain text when Accept asks for it.
+    // The page (step 7): HTML for a browser, plain text when Accept asks.
     const page: PageInfo = {
       client: formatAddr(conn.remoteAddr),
       server: formatAddr(conn.localAddr),
@@ -236,7 +242,11 @@ export async function answerHttp(
     };
     const accept = req.headers.find(([k]) => k.toLowerCase() === "accept")
       ?.[1] ?? "";
-    const plain = /text\/plain/i.test(accept) && !/text\/html/i.test(accept);
+    // A type with q=0 is one the client does NOT accept: leave it out.
+    const wanted = accept.split(",")
+      .filter((range) => !/;[ \t]*q=0(\.0{0,3})?[ \t]*(;|$)/i.test(range))
+      .join(",");
+    const plain = /text\/plain/i.test(wanted) && !/text\/html/i.test(wanted);
     const isHead = req.method === "HEAD";
     const response = plain
       ? httpResponse(200, "text/plain", plainPage(page), isHead)
@@ -258,6 +268,8 @@ export async function answerHttp(
   return ex;
 }
 
+// ─── 4. Read the head: bytes in pieces, up to a limit ───────────────────────
+
 /**
  * The largest request head (request line, headers and the empty line that
  * ends them) we accept: 8 KiB, as nginx and Node. More is 431. A limit is
@@ -278,7 +290,9 @@ async function readHead(
   const buf = new Uint8Array(MAX_HEAD_BYTES);
   let length = 0;
   let lineEnd = -1; // where the request line ends, once it has arrived
-  let isHead = false; // a HEAD request gets no body, even with an error
+  // A HEAD request gets no body, even with an error, even one in its request
+  // line: so the first five bytes decide, before anything is checked.
+  let isHead = false;
   const deadline = performance.now() + seconds(headTimeout);
   while (true) {
     if (length === buf.length) {
@@ -289,17 +303,25 @@ async function readHead(
       read(buf.subarray(length)),
       Math.min(headLeft, seconds(idleTimeout)),
     );
-    if (n === false) { // no byte came in time
-      if (headLeft > seconds(idleTimeout)) {
-        return silent(`no reply: idle for ${idleTimeout} s`);
-      }
-      return length === 0
-        ? silent(`no request within ${headTimeout} s`)
-        : error(
-          408,
-          `the request head did not arrive within ${headTimeout} s`,
-          isHead,
+    if (n === false) { // no byte came in time: which timer fired?
+      const idle = headLeft > seconds(idleTimeout);
+      if (length === 0) {
+        // Nothing at all: a browser opens spare connections it may never
+        // use. There is no request to answer, so just close.
+        return silent(
+          idle
+            ? `no reply: idle for ${idleTimeout} s`
+            : `no request within ${headTimeout} s`,
         );
+      }
+      // Part of a head, then nothing: tell the client why we give up.
+      return error(
+        408,
+        idle
+          ? `the request head stalled: no byte for ${idleTimeout} s`
+          : `the request head did not arrive within ${headTimeout} s`,
+        isHead,
+      );
     }
     if (n === null) { // the client closed its side (FIN): no more bytes
       return length === 0
@@ -308,6 +330,9 @@ async function readHead(
     }
     const before = length;
     length += n;
+    if (before < 5 && length >= 5) {
+      isHead = latin1(buf.subarray(0, 5)) === "HEAD ";
+    }
     if (lineEnd < 0) {
       // A request line is printable ASCII, so one other byte (binary junk,
       // the TLS handshake of an https:// client) gets 400 at once, instead
@@ -315,10 +340,9 @@ async function readHead(
       const at = buf.subarray(before, length).indexOf(LF);
       lineEnd = at < 0 ? -1 : before + at;
       const bad = lineEnd < 0
-        ? notText(buf.subarray(before, length))
-        : checkRequestLine(buf.subarray(0, lineEnd));
+        ? notText(buf.subarray(before, length), isHead)
+        : checkRequestLine(buf.subarray(0, lineEnd), isHead);
       if (bad) return bad;
-      isHead = lineEnd >= 0 && latin1(buf.subarray(0, 5)) === "HEAD ";
     }
     const end = findHeadEnd(buf, Math.max(0, before - 3), length);
     if (end > 0) return parseHead(buf.subarray(0, end));
@@ -338,6 +362,8 @@ function findHeadEnd(buf: Uint8Array, from: number, length: number): number {
   return -1;
 }
 
+// ─── 5. Parse it, check it ──────────────────────────────────────────────────
+
 // The grammar, from RFC 9112 (HTTP/1.1) and RFC 9110 (HTTP semantics).
 const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+"; // method and header names
 const REQUEST_LINE = new RegExp(
@@ -346,15 +372,26 @@ const REQUEST_LINE = new RegExp(
 const HEADER_LINE = new RegExp(`^(${TOKEN}):([^]*)$`); // name ":" value
 // deno-lint-ignore no-control-regex
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/; // CTLs but HTAB: never in a value
-// Host: an IP literal in brackets, or a reg-name, then an optional :port.
-const HOST = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:\d*)?$/;
+// Host (RFC 3986): an IP literal in brackets, or a reg-name (letters, digits,
+// some marks, %XX), then an optional :port.
+const HOST =
+  /^(?:\[([0-9A-Fa-f:.]+)\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::\d*)?$/;
+
+/** A valid Host value; what is in brackets must be a real IPv6 address. */
+function validHost(value: string): boolean {
+  const m = HOST.exec(value);
+  // `[::1:::]` has the right characters but is no address: the URL parser
+  // knows the IPv6 grammar (eight groups, one `::` at most), so ask it.
+  return m !== null &&
+    (m[1] === undefined || URL.canParse(`http://[${m[1]}]/`));
+}
 
 /** 400 if the start of a request line holds a byte that is not text. */
-function notText(bytes: Uint8Array): HeadResult | undefined {
+function notText(bytes: Uint8Array, isHead: boolean): HeadResult | undefined {
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i];
     if ((b < 0x20 || b > 0x7e) && !(b === CR && i === bytes.length - 1)) {
-      return error(400, "malformed request line");
+      return error(400, "malformed request line", isHead);
     }
   }
   return undefined;
@@ -364,11 +401,18 @@ function notText(bytes: Uint8Array): HeadResult | undefined {
  * Check a complete request line: 400 for anything that is not
  * `METHOD TARGET HTTP/x.y`, 505 for a version other than 1.x.
  */
-function checkRequestLine(bytes: Uint8Array): HeadResult | undefined {
+function checkRequestLine(
+  bytes: Uint8Array,
+  isHead: boolean,
+): HeadResult | undefined {
   const m = REQUEST_LINE.exec(latin1(bytes).replace(/\r$/, ""));
-  if (!m) return error(400, "malformed request line");
+  if (!m) return error(400, "malformed request line", isHead);
   if (m[3] !== "1") {
-    return error(505, `HTTP/${m[3]}.${m[4]} is not spoken here, only HTTP/1.x`);
+    return error(
+      505,
+      `HTTP/${m[3]}.${m[4]} is not spoken here, only HTTP/1.x`,
+      isHead,
+    );
   }
   return undefined;
 }
@@ -385,12 +429,16 @@ export function parseHead(bytes: Uint8Array): HeadResult {
   const blank = lines.indexOf("");
   if (blank >= 0) lines.length = blank; // drop the empty line, and the rest
   const requestLine = lines[0] ?? "";
+  const isHead = requestLine.startsWith("HEAD "); // no body, whatever comes
   const m = REQUEST_LINE.exec(requestLine);
-  if (!m) return error(400, "malformed request line");
+  if (!m) return error(400, "malformed request line", isHead);
   if (m[3] !== "1") {
-    return error(505, `HTTP/${m[3]}.${m[4]} is not spoken here, only HTTP/1.x`);
+    return error(
+      505,
+      `HTTP/${m[3]}.${m[4]} is not spoken here, only HTTP/1.x`,
+      isHead,
+    );
   }
-  const isHead = m[1] === "HEAD";
   const headers: [string, string][] = [];
   for (const line of lines.slice(1)) {
     const hm = HEADER_LINE.exec(line);
@@ -413,7 +461,7 @@ export function parseHead(bytes: Uint8Array): HeadResult {
     return error(400, "HTTP/1.1 request without a Host header", isHead);
   }
   if (host.length > 1) return error(400, "more than one Host header", isHead);
-  if (host.length === 1 && !HOST.test(host[0])) {
+  if (host.length === 1 && !validHost(host[0])) {
     return error(400, "invalid Host header", isHead);
   }
   // Content-Length and Transfer-Encoding say where a body ends. When they
@@ -452,6 +500,8 @@ export function parseHead(bytes: Uint8Array): HeadResult {
     },
   };
 }
+
+// ─── 6. Answer and close politely ───────────────────────────────────────────
 
 /** Reason phrases of the statuses this server sends. */
 export const REASONS: Record<number, string> = {
@@ -522,6 +572,8 @@ async function lingeringClose(
 }
 const LINGER_MS = 1000; // how long we wait for the client's FIN after ours
 const LINGER_MAX_BYTES = 1024 * 1024; // how much we read and discard
+
+// ─── 7. The page ────────────────────────────────────────────────────────────
 
 /** Escape text for HTML: every value from the request is untrusted. */
 export function escapeHtml(text: string): string {
@@ -641,13 +693,16 @@ options:
   --max-connections N   connections served at once; more are closed at
                         once (default ${DEFAULTS.maxConnections})
   --idle-timeout S      close a connection that moves no bytes for S
-                        seconds; 0 never (default ${DEFAULTS.idleTimeout})
+                        seconds, with 408 if its request head had begun;
+                        0 never (default ${DEFAULTS.idleTimeout})
   --head-timeout S      the whole request head must arrive within S seconds
                         of connecting, else 408; 0 never (default ${DEFAULTS.headTimeout})
   --quiet               no log line per exchange
   --trace               one line per read and write: "tcp #N read 78 bytes"
   --hex                 also dump those bytes as xxd does (implies --trace)
   --help                show this help
+
+A connection that sends nothing (a browser's spare) times out silently, no 408.
 
 The first line of output is "tcp listening on HOST:PORT". Ctrl-C (or
 SIGTERM) stops accepting, gives exchanges in flight up to ${GRACE_SECONDS} s, prints a
@@ -966,8 +1021,12 @@ export function parseFlags<T extends ParseArgsOptionsConfig>(
       throw new UsageError(`${flag} takes no value`);
     }
     if (/ambiguous/.test(message)) {
+      // `--port -1`: parseArgs will not take a value that looks like a flag.
+      const next = args[args.indexOf(flag) + 1] ?? "";
       throw new UsageError(
-        `${flag} needs a value; for one that starts with "-", write ${flag}=VALUE`,
+        `${flag} does not take ${
+          JSON.stringify(next)
+        } (a value that starts with "-" is written ${flag}=${next})`,
       );
     }
     if (/argument missing/.test(message)) {
@@ -1020,7 +1079,7 @@ export function parseSeconds(flag: string, text: string): number {
   const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
   if (!(n >= 0)) {
     throw new UsageError(
-      `${flag} must be a number of seconds, 0 or more, not ${
+      `${flag} must be a number of seconds from 0 to 999999999, not ${
         JSON.stringify(text)
       }`,
     );
@@ -1055,7 +1114,7 @@ export function explainListenError(
   hostname: string,
 ): string {
   if (err instanceof Deno.errors.AddrInUse) {
-    return `${where} is already in use: another program is listening there; stop it, or pick another --port (--port 0 picks a free one)`;
+    return `${where} is already in use: another socket (of this program or another) holds that address and port; stop it, or pick another --port (--port 0 picks a free one)`;
   }
   if (err instanceof Deno.errors.NotCapable) {
     return `Deno has no permission to listen on ${where}; run again with --allow-net=${

@@ -23,7 +23,7 @@
  * Then, in a second terminal:
  *
  *   deno run --allow-net=127.0.0.1 client.ts --port 9000 hello
- *   nc 127.0.0.1 9000            (type lines; Ctrl-D half-closes)
+ *   nc -N 127.0.0.1 9000         (type lines; Ctrl-D half-closes)
  *
  * Try next: `--trace` (where TCP's reads fall) and `--trace --hex` (the
  * bytes); in two terminals, two servers on one port with `--reuse-port`
@@ -257,7 +257,7 @@ options:
                         each worker loads:
                         deno run --allow-net=127.0.0.1 --allow-read=server.ts
                           --unstable-net server.ts --workers 2
-  --quiet               no log line per connection
+  --quiet               no log line per connection (--trace lines still print)
   --trace               one line per read and per write with its size:
                         "tcp #N read 5 bytes", "tcp #N wrote 5 bytes"
                         (#N is the connection's number in its open line)
@@ -940,8 +940,12 @@ export function parseFlags<T extends ParseArgsOptionsConfig>(
       throw new UsageError(`${flag} takes no value`);
     }
     if (/ambiguous/.test(message)) {
+      // `--port -1`: parseArgs will not take a value that looks like a flag.
+      const next = args[args.indexOf(flag) + 1] ?? "";
       throw new UsageError(
-        `${flag} needs a value; for one that starts with "-", write ${flag}=VALUE`,
+        `${flag} does not take ${
+          JSON.stringify(next)
+        } (a value that starts with "-" is written ${flag}=${next})`,
       );
     }
     if (/argument missing/.test(message)) {
@@ -994,7 +998,7 @@ export function parseSeconds(flag: string, text: string): number {
   const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
   if (!(n >= 0)) {
     throw new UsageError(
-      `${flag} must be a number of seconds, 0 or more, not ${
+      `${flag} must be a number of seconds from 0 to 999999999, not ${
         JSON.stringify(text)
       }`,
     );
@@ -1029,7 +1033,7 @@ export function explainListenError(
   hostname: string,
 ): string {
   if (err instanceof Deno.errors.AddrInUse) {
-    return `${where} is already in use: another program is listening there; stop it, or pick another --port (--port 0 picks a free one)`;
+    return `${where} is already in use: another socket (of this program or another) holds that address and port; stop it, or pick another --port (--port 0 picks a free one)`;
   }
   if (err instanceof Deno.errors.NotCapable) {
     return `Deno has no permission to listen on ${where}; run again with --allow-net=${

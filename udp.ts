@@ -8,8 +8,11 @@
  *   back to that address.
  * - A datagram keeps its boundaries: one send is one receive, never split,
  *   never glued to the next. (TCP is a byte stream that keeps no boundaries.)
- * - Silence is the only "no": a datagram to a port where nothing listens
- *   just disappears, so a sender must give up after a timeout.
+ * - No reply is the only "no" a sender like ours gets: to a datagram for a
+ *   port where nothing listens, the host answers with an ICMP "port
+ *   unreachable", but an unconnected socket (as here) never hears it; only a
+ *   connected one gets "connection refused". So a sender gives up after a
+ *   timeout.
  * - An echo must never answer another echo (the port 7 loop, CVE-1999-0103):
  *   the server refuses every datagram that could start one.
  *
@@ -31,7 +34,7 @@
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 
-// ───── 1. bind ─────
+// ─── 1. Bind ────────────────────────────────────────────────────────────────
 
 /** Largest UDP payload over IPv4: 65,535 minus 20 (IP header) minus 8 (UDP header). */
 export const MAX_UDP_PAYLOAD_IPV4 = 65_507;
@@ -65,7 +68,7 @@ export function listenUdp(
   }
 }
 
-// ───── 2. receive, 3. reply ─────
+// ─── 2. Receive, 3. Reply ───────────────────────────────────────────────────
 
 /** Options for {@link serveUdp}. */
 export interface ServeUdpOptions {
@@ -75,11 +78,14 @@ export interface ServeUdpOptions {
   log?: (line: string) => void;
   /** Where warnings go, such as a reply that failed (default: stderr). */
   warn?: (line: string) => void;
-  /** No line per datagram (the summary is the caller's to print). */
+  /** No line per datagram (the summary is the caller's to print); `trace` wins. */
   quiet?: boolean;
-  /** `--trace`: a line per datagram received and sent, with its size. */
+  /**
+   * `--trace`: the line per datagram received even when `quiet`, and a line
+   * per reply sent (`udp sent N bytes to A`).
+   */
   trace?: boolean;
-  /** `--hex`: the bytes of each traced datagram in the xxd layout. */
+  /** `--hex`: under each of those lines, the datagram's bytes in the xxd layout. */
   hex?: boolean;
 }
 
@@ -148,17 +154,12 @@ export async function serveUdp(
       // Never feed a loop: no answer to a datagram whose source may be
       // another echo (or this one); see EchoLoopGuard below the divider.
       const refusal = guard.refuse(data, peer);
-      if (!quiet) {
-        print(
-          `udp datagram local ${local} remote ${formatAddr(peer)} ` +
-            `${data.length} bytes` +
-            (refusal === null ? "" : `, not answered: ${refusal}`),
-        );
-      }
-      if (trace) {
-        const what = `udp received ${data.length} bytes from ${
-          formatAddr(peer)
-        }`;
+      // One line per datagram, naming both ends and the size (with --hex,
+      // the bytes under it). --trace wins over --quiet.
+      if (!quiet || trace) {
+        const what = `udp datagram local ${local} remote ${formatAddr(peer)} ` +
+          `${data.length} bytes` +
+          (refusal === null ? "" : `, not answered: ${refusal}`);
         traceBytes(print, what, data, hex);
       }
       if (refusal !== null) continue;
@@ -190,7 +191,7 @@ export async function serveUdp(
   return stats;
 }
 
-// ───── 4. the sender ─────
+// ─── 4. The sender ──────────────────────────────────────────────────────────
 
 /** What {@link sendDatagram} got back. */
 export interface UdpReply {
@@ -233,6 +234,17 @@ export async function sendDatagrams(
   // port, and that port is where the replies will come back to.
   const socket = listenUdpForSending(hostname, port);
   const to: Deno.NetAddr = { transport: "udp", hostname, port };
+  // The largest datagram depends on the IP version the socket speaks: say
+  // so before sending, rather than pass on the OS's "Message too long".
+  const ipv6 = (socket.addr as Deno.NetAddr).hostname.includes(":");
+  const max = ipv6 ? MAX_UDP_PAYLOAD_IPV6 : MAX_UDP_PAYLOAD_IPV4;
+  const tooBig = datagrams.find((d) => d.length > max);
+  if (tooBig !== undefined) {
+    socket.close();
+    throw new Error(
+      `cannot send to udp ${formatAddr(to)}: ${doesNotFit(tooBig.length)}`,
+    );
+  }
   const isFromServer = replyFilter(hostname, port);
   // UDP has no handshake and no "connection refused" on this socket: if
   // nobody answers, nothing at all happens. Only a clock ends the wait, and
@@ -332,9 +344,9 @@ export interface UdpOptions {
   port: number;
   /** send: how long to wait for each reply, in milliseconds. */
   timeoutMs: number;
-  /** serve: print no line per datagram. */
+  /** serve: print no line per datagram (unless `trace`). */
   quiet: boolean;
-  /** A line per datagram sent and received, with its size. */
+  /** A line per datagram sent and received, with its size (wins over `quiet`). */
   trace: boolean;
   /** Under each traced line, the bytes in the xxd layout (implies trace). */
   hex: boolean;
@@ -385,9 +397,11 @@ options:
   --chunk N      send: cut the payload into datagrams of at most N bytes,
                  sent one after another; each reply is printed
   --delay MS     send: with --chunk, pause MS milliseconds between datagrams
-  --quiet        serve: no log line per datagram
-  --trace        a line per datagram: serve on stdout ("udp received 5 bytes
-                 from ..."), send on stderr ("sent 5 bytes")
+  --quiet        serve: no log line per datagram (--trace wins over --quiet)
+  --trace        a line per datagram: serve on stdout, its "udp datagram ..."
+                 line for each one received (even with --quiet) and "udp sent
+                 5 bytes to ..." for each reply; send on stderr ("sent 5
+                 bytes", "received 5 bytes")
   --hex          with each traced datagram, its bytes as xxd shows them
                  (implies --trace)
   --help         show this help
@@ -565,11 +579,7 @@ async function mainSend(options: UdpOptions): Promise<number> {
 export function splitPayload(payload: Uint8Array, chunk: number): Uint8Array[] {
   if (chunk <= 0) {
     if (payload.length > MAX_UDP_PAYLOAD_IPV6) {
-      throw new Error(
-        `${payload.length} bytes do not fit in one UDP datagram (at most ` +
-          `${MAX_UDP_PAYLOAD_IPV4} bytes over IPv4, ${MAX_UDP_PAYLOAD_IPV6} ` +
-          `over IPv6); send less, or cut it into datagrams with --chunk N`,
-      );
+      throw new Error(doesNotFit(payload.length));
     }
     return [payload];
   }
@@ -578,6 +588,13 @@ export function splitPayload(payload: Uint8Array, chunk: number): Uint8Array[] {
     datagrams.push(payload.subarray(at, at + chunk));
   }
   return datagrams.length > 0 ? datagrams : [payload];
+}
+
+/** The sentence for a datagram of `size` bytes that no UDP datagram holds. */
+function doesNotFit(size: number): string {
+  return `${size} bytes do not fit in one UDP datagram (at most ` +
+    `${MAX_UDP_PAYLOAD_IPV4} bytes over IPv4, ${MAX_UDP_PAYLOAD_IPV6} ` +
+    `over IPv6); send less, or cut it into datagrams with --chunk N`;
 }
 
 /**
@@ -867,14 +884,6 @@ function listenUdpForSending(
       port: 0,
     });
   } catch (err) {
-    if (err instanceof Deno.errors.NotCapable) {
-      throw new Error(
-        `Deno did not allow udp to ${formatAddr({ hostname, port })} ` +
-          `(sending needs a local socket on ${bindHost}); run with ` +
-          `--allow-net=${grantsFor(hostname)} (or --allow-net)`,
-        { cause: err },
-      );
-    }
     throw new Error(explainSendError(err, hostname, port), { cause: err });
   }
 }
@@ -894,17 +903,23 @@ function explainSendError(
   const where = `udp ${formatAddr({ hostname, port })}`;
   const message = errorText(err);
   if (err instanceof Deno.errors.NotCapable) {
-    return `Deno did not allow ${where}; run with --allow-net=${
-      grantsFor(hostname)
-    } (or --allow-net)`;
+    // Sending needs two grants when the socket binds a wildcard: the local
+    // address it binds, and the destination.
+    const bindHost = localAddressFor(hostname);
+    const also = bindHost === hostname
+      ? ""
+      : ` (the sending socket binds ${bindHost} too)`;
+    return `Deno has no permission to send to ${where}${also}; run again ` +
+      `with --allow-net=${grantsFor(hostname)}`;
   }
-  if (/lookup|resolve|Name or service not known|No address/i.test(message)) {
-    return `cannot resolve the udp host ${JSON.stringify(hostname)} ` +
-      `(${message}); check the name or use an address such as 127.0.0.1`;
+  if (/lookup address|Name or service not known|No address/i.test(message)) {
+    return `cannot send to ${where}: the name ${
+      JSON.stringify(hostname)
+    } does not resolve to an address; check the spelling`;
   }
   if (/Message too long|os error (90|40)\b/.test(message)) {
-    return `${where}: the datagram is too big for the network (${message}); ` +
-      `send less, or cut it into datagrams with --chunk N`;
+    return `cannot send to ${where}: the datagram is too big for the ` +
+      `network (${message}); send less, or cut it into datagrams with --chunk N`;
   }
   if (err instanceof Deno.errors.AddrNotAvailable) {
     return `cannot send to ${where}: no route from this machine (${message})`;
@@ -974,8 +989,12 @@ export function parseFlags<T extends ParseArgsOptionsConfig>(
       throw new UsageError(`${flag} takes no value`);
     }
     if (/ambiguous/.test(message)) {
+      // `--port -1`: parseArgs will not take a value that looks like a flag.
+      const next = args[args.indexOf(flag) + 1] ?? "";
       throw new UsageError(
-        `${flag} needs a value; for one that starts with "-", write ${flag}=VALUE`,
+        `${flag} does not take ${
+          JSON.stringify(next)
+        } (a value that starts with "-" is written ${flag}=${next})`,
       );
     }
     if (/argument missing/.test(message)) {
@@ -1028,7 +1047,7 @@ export function parseSeconds(flag: string, text: string): number {
   const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
   if (!(n >= 0)) {
     throw new UsageError(
-      `${flag} must be a number of seconds, 0 or more, not ${
+      `${flag} must be a number of seconds from 0 to 999999999, not ${
         JSON.stringify(text)
       }`,
     );
@@ -1063,7 +1082,7 @@ export function explainListenError(
   hostname: string,
 ): string {
   if (err instanceof Deno.errors.AddrInUse) {
-    return `${where} is already in use: another program is listening there; stop it, or pick another --port (--port 0 picks a free one)`;
+    return `${where} is already in use: another socket (of this program or another) holds that address and port; stop it, or pick another --port (--port 0 picks a free one)`;
   }
   if (err instanceof Deno.errors.NotCapable) {
     return `Deno has no permission to listen on ${where}; run again with --allow-net=${

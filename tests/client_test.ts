@@ -99,11 +99,26 @@ for (
   const [args, reason] of [
     [["--bogus"], /unknown flag "--bogus"/],
     [["--port", "70000"], /--port must be a whole number from 0 to 65535/],
-    [["--port", "-1"], /--port needs a value; for one that starts with "-"/],
+    [
+      ["--port", "-1"],
+      /--port does not take "-1" \(a value that starts with "-" is written --port=-1\)/,
+    ],
     [["--port=-1"], /--port must be a whole number from 0 to 65535/],
     [["--port", "abc"], /--port must be a whole number from 0 to 65535/],
     [["--http", "hello"], /--http sends its own request/],
     [["--path", "/x"], /--path goes with --http/],
+    [
+      ["--http", "--path", "/ü"],
+      /^error: --path must start with \/ and hold only printable ASCII, no spaces or control characters; percent-encode the rest \(try --path \/%C3%BC\), not "\/ü"$/,
+    ],
+    [
+      ["--http", "--path", "/a\tb"],
+      /^error: --path must start with \/ and hold only printable ASCII, no spaces or control characters; percent-encode the rest \(try --path \/a%09b\), not "\/a\\tb"$/,
+    ],
+    [
+      ["--http", "--path", "x y"],
+      /^error: --path must start with \/ and hold only printable ASCII, .*\(try --path \/x%20y\), not "x y"$/,
+    ],
     [["--port", "0", "hi"], /a client must name the server's port/],
     [["--hostname", "127.0.0.1:8080", "hi"], /--hostname takes no port/],
     [["--timeout", "0", "hi"], /--timeout must be a whole number from 1/],
@@ -428,6 +443,55 @@ Deno.test({
       `error: tcp 127.0.0.1:${port} closed the connection 7 bytes before the end of the body (Content-Length: 10)`,
     );
   },
+});
+
+Deno.test({
+  name:
+    "--http: a malformed chunked body ('zz' where a chunk size belongs, then close) is an error after printing what arrived, exit 1",
+  ...SANITIZE,
+  fn: async () => {
+    const response =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+    await using server = serveOne(async (conn) => {
+      await readHead(conn);
+      await writeAll(conn, encoder.encode(response));
+    });
+    const r = await runScript("client.ts", [
+      "--http",
+      "--port",
+      String(server.port),
+    ]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.out, response);
+    const all = lines(r.stderr);
+    assert.equal(all.length, 2, r.stderr);
+    assert.match(all[0], /^sent \d+ bytes$/);
+    assert.equal(
+      all[1],
+      `error: tcp 127.0.0.1:${server.port} sent a malformed chunked body: "zz" is not a chunk size (hex digits); where the response ends cannot be told`,
+    );
+  },
+});
+
+Deno.test("ResponseEnd: a malformed chunked body is reported, not taken for a response read to the close", () => {
+  const head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const cases: [string, string][] = [
+    [`${head}zz\r\n`, `"zz" is not a chunk size (hex digits)`],
+    [`${head}3\r\nabcX\r\n`, "the data of a chunk is not followed by CRLF"],
+    [`${head}${"1".repeat(70_000)}`, "a chunk size line is over 65536 bytes"],
+  ];
+  for (const [response, why] of cases) {
+    const end = new client.ResponseEnd();
+    const bytes = encoder.encode(response);
+    assert.equal(end.feed(bytes), bytes.length, why);
+    assert.equal(end.done, true, why);
+    assert.equal(end.malformed, why);
+  }
+  // A well-formed one is not malformed, cut short or whole.
+  const good = new client.ResponseEnd();
+  good.feed(encoder.encode(`${head}3\r\nab`));
+  assert.equal(good.malformed, undefined);
+  assert.equal(good.unfinished(), "before the last chunk of the chunked body");
 });
 
 Deno.test({

@@ -313,6 +313,16 @@ Deno.test({
       ["HTTP/1.1 without Host", `${line}\r\n`, 400],
       ["two Host lines", `${line}Host: a\r\nHost: b\r\n\r\n`, 400],
       ["an invalid Host", `${line}Host: a b\r\n\r\n`, 400],
+      // RFC 3986 host: an IP literal in brackets must be an IPv6 address.
+      ["Host: [::1:::]", `${line}Host: [::1:::]\r\n\r\n`, 400],
+      ["Host: [1::2::3]:80", `${line}Host: [1::2::3]:80\r\n\r\n`, 400],
+      [
+        "Host: [1:2:3:4:5:6:7:8:9]",
+        `${line}Host: [1:2:3:4:5:6:7:8:9]\r\n\r\n`,
+        400,
+      ],
+      ["Host: [::1", `${line}Host: [::1\r\n\r\n`, 400],
+      ["a % not followed by two hex digits", `${line}Host: a%zz\r\n\r\n`, 400],
       ["a NUL in a header value", `${line}${host}X-A: a\0b\r\n\r\n`, 400],
       ["a CR in a header value", `${line}${host}X-A: a\rb\r\n\r\n`, 400],
       ["an ESC in a header value", `${line}${host}X-A: a\x1bb\r\n\r\n`, 400],
@@ -350,6 +360,13 @@ Deno.test({
         200,
       ],
       ["an IPv6 Host", `${line}Host: [::1]:8080\r\n\r\n`, 200],
+      ["Host: [0:0::1]", `${line}Host: [0:0::1]\r\n\r\n`, 200],
+      [
+        "an IPv4-mapped IPv6 Host",
+        `${line}Host: [::ffff:127.0.0.1]:80\r\n\r\n`,
+        200,
+      ],
+      ["a percent-encoded Host", `${line}Host: a%2Db\r\n\r\n`, 200],
       ["a tab and UTF-8 in a value", `${line}${host}X-A: a\tcafé\r\n\r\n`, 200],
       ["bare LF line ends", `GET / HTTP/1.1\nHost: a\n\n`, 200],
     ];
@@ -366,6 +383,44 @@ Deno.test({
       await loggedExchange(server, new RegExp(`${status} [("].*`), localPort);
     }
     assert.ok(!hasStackTrace(server.stderr.text()), server.stderr.text());
+  },
+});
+
+Deno.test({
+  name:
+    "any response to HEAD is headers only, even when the request line itself is rejected: 505 for HEAD HTTP/2.0, 431 for a 9,000-byte path, 400 for two spaces",
+  ...sanitize,
+  fn: async () => {
+    await using server = await startHttp();
+    const port = server.port;
+    const host = `Host: 127.0.0.1:${port}\r\n`;
+    const cases: [string, string, string][] = [
+      ["HEAD / HTTP/2.0", `HEAD / HTTP/2.0\r\n${host}\r\n`, "505"],
+      // The head limit is reached before the request line has ended.
+      [
+        "HEAD with a 9,000-byte path",
+        `HEAD /${"a".repeat(9000)} HTTP/1.1\r\n${host}\r\n`,
+        "431",
+      ],
+      ["HEAD with two spaces", `HEAD  / HTTP/1.1\r\n${host}\r\n`, "400"],
+      [
+        "HEAD with an invalid Host",
+        `HEAD / HTTP/1.1\r\nHost: a b\r\n\r\n`,
+        "400",
+      ],
+    ];
+    for (const [what, request, status] of cases) {
+      const { reply, localPort } = await rawExchange(port, request);
+      const res = parseResponse(reply);
+      assert.equal(
+        res.statusLine.split(" ")[1],
+        status,
+        `${what}: ${res.statusLine}`,
+      );
+      // Content-Length announces the body GET would get; none follows.
+      assertWellFormed(res, what, true);
+      await loggedExchange(server, new RegExp(`${status} \\(.*`), localPort);
+    }
   },
 });
 
@@ -516,10 +571,12 @@ function delay(ms: number): Promise<void> {
 
 Deno.test({
   name:
-    "slow clients: one that sends nothing is closed by the idle timeout with no reply; one that trickles its head a byte every 0.3 s gets 408 at the head deadline",
+    "slow clients: one that sends nothing is closed by the idle timeout with no reply; one that stops mid-head gets 408 at the idle timeout; one that trickles its head a byte every 0.3 s gets 408 at the head deadline",
   ...sanitize,
   fn: async () => {
-    await Promise.all([
+    // allSettled: a branch that fails must not leave the others running
+    // past the end of the test.
+    const settled = await Promise.allSettled([
       (async () => {
         await using server = await startHttp(["--idle-timeout", "1"]);
         const conn = await Deno.connect({
@@ -540,6 +597,42 @@ Deno.test({
         }
         await loggedExchange(server, "no reply: idle for 1 s", localPort);
         assert.match(await fetchOk(server.port), /<!doctype html>/);
+      })(),
+      (async () => {
+        // Part of a head, then nothing: whichever timer fires first (here
+        // the idle one, long before the head deadline), the client is told.
+        await using server = await startHttp([
+          "--idle-timeout",
+          "1",
+          "--head-timeout",
+          "10",
+        ]);
+        const started = performance.now();
+        const conn = await Deno.connect({
+          hostname: "127.0.0.1",
+          port: server.port,
+        });
+        const localPort = conn.localAddr.port;
+        try {
+          await writeAll(conn, encode("GET / HTTP/1.1\r\nHo"));
+          const reply = await withTimeout(
+            readAll(conn),
+            8_000,
+            () => "no reply within 8 s to a head that stopped",
+          );
+          const elapsed = performance.now() - started;
+          const res = parseResponse(reply);
+          assert.equal(res.statusLine, "HTTP/1.1 408 Request Timeout");
+          assertWellFormed(res, "408 at the idle timeout");
+          assert.ok(elapsed >= 900, `${elapsed} ms`);
+        } finally {
+          conn.close();
+        }
+        await loggedExchange(
+          server,
+          "408 (the request head stalled: no byte for 1 s)",
+          localPort,
+        );
       })(),
       (async () => {
         await using server = await startHttp(["--head-timeout", "1"]);
@@ -586,6 +679,7 @@ Deno.test({
         }
       })(),
     ]);
+    for (const r of settled) if (r.status === "rejected") throw r.reason;
   },
 });
 
@@ -692,6 +786,37 @@ Deno.test({
       new RegExp(`^ +me \\(server\\): +127\\.0\\.0\\.1:${port}$`, "m"),
     );
     assert.match(body, /^ +GET \/plain HTTP\/1\.1$/m);
+  },
+});
+
+Deno.test({
+  name:
+    "Accept with q=0 rules a type out: text/html;q=0 gets the text/plain page; text/plain;q=0 gets HTML",
+  ...sanitize,
+  fn: async () => {
+    await using server = await startHttp(["--quiet"]);
+    const port = server.port;
+    const cases: [string, string][] = [
+      ["text/plain, text/html;q=0", "text/plain"],
+      ["text/html; q=0.0, text/plain", "text/plain"],
+      ["text/plain;q=0, text/html", "text/html"],
+      ["text/plain;q=0", "text/html"],
+      ["text/plain, text/html;q=0.5", "text/html"],
+      ["text/plain;q=0.01", "text/plain"],
+    ];
+    for (const [accept, type] of cases) {
+      const { reply } = await rawExchange(
+        port,
+        `GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: ${accept}\r\n\r\n`,
+      );
+      const res = parseResponse(reply);
+      assert.equal(res.statusLine, "HTTP/1.1 200 OK", accept);
+      assert.equal(
+        res.headers.get("content-type"),
+        `${type}; charset=utf-8`,
+        `Accept: ${accept}`,
+      );
+    }
   },
 });
 
@@ -848,6 +973,14 @@ Deno.test({
     ) {
       assert.ok(help.out.includes(flag), `${flag} missing from --help`);
     }
+    // Browsers open spare connections and may never use them: --help says,
+    // in one line, that those are closed without a reply.
+    assert.ok(
+      help.out.split("\n").some((l) =>
+        /sen(t|ds) nothing/.test(l) && /silently/.test(l)
+      ),
+      help.out,
+    );
     const cases: [string[], RegExp][] = [
       [["--hostname", "127.0.0.1:8080"], /--hostname takes no port.*--port/],
       [["--port", "70000"], /--port must be a whole number/],
@@ -901,6 +1034,49 @@ Deno.test({
     assert.equal(status.code, 0, stderr.text());
     assert.equal(stderr.lines.length, 1, stderr.text());
     assert.ok(!hasStackTrace(stderr.text()), stderr.text());
+  },
+});
+
+Deno.test({
+  name:
+    "http.ts reads as a lesson: numbered one-line section rules, as in server.ts, in order above the plumbing divider",
+  fn: async () => {
+    const lines =
+      (await Deno.readTextFile(new URL("../http.ts", import.meta.url)))
+        .split("\n");
+    const divider = lines.indexOf(
+      "// ───── plumbing: flags, usage, errors, signals, limits ─────",
+    );
+    assert.ok(divider > 0, "no plumbing divider");
+    // `// ─── 1. Listen ───…` padded with ─ to 79 characters, as server.ts.
+    const rules = lines.slice(0, divider).flatMap((line, at) =>
+      line.startsWith("// ─") ? [{ line, at }] : []
+    );
+    for (const { line } of rules) {
+      assert.match(line, /^\/\/ ─── \d+\. \S.* ─+$/, line);
+      assert.equal(line.length, 79, line);
+    }
+    assert.deepEqual(
+      rules.map(({ line }) => Number(/\d+/.exec(line)![0])),
+      rules.map((_, i) => i + 1),
+    );
+    assert.ok(rules.length >= 5, `${rules.length} sections`);
+    // Each rule stands above the step it names.
+    const firstAt = (text: string) => lines.findIndex((l) => l.includes(text));
+    const sections: [RegExp, string][] = [
+      [/ 1\. Listen /, "Deno.listen("],
+      [/ 2\. The accept loop /, "await listener.accept()"],
+    ];
+    for (const [title, code] of sections) {
+      const rule = rules.findIndex(({ line }) => title.test(line));
+      assert.ok(rule >= 0, `no section ${title}`);
+      const at = firstAt(code);
+      assert.ok(rules[rule].at < at, `${title} is below ${code}`);
+      assert.ok(
+        rule + 1 === rules.length || rules[rule + 1].at > at,
+        `${code} is not in section ${title}`,
+      );
+    }
   },
 });
 

@@ -109,7 +109,7 @@ for (
     [["--port=-1"], /--port must be a whole number from 0 to 65535/],
     [
       ["--port", "-1"],
-      /--port needs a value; for one that starts with "-", write --port=VALUE/,
+      /--port does not take "-1" \(a value that starts with "-" is written --port=-1\)/,
     ],
     [["--port", "abc"], /--port must be a whole number from 0 to 65535/],
     [["--port"], /--port needs a value/],

@@ -135,6 +135,7 @@ Deno.test("udp.ts --help prints the usage on stdout and exits 0", async () => {
     assert.ok(r.out.includes(flag), `--help shows ${flag}`);
   }
   assert.match(r.out, /--hex/);
+  assert.match(r.out, /--trace wins over --quiet/);
   assert.match(r.out, /MESSAGE \(text/);
   assert.equal(r.stderr, "");
 });
@@ -528,13 +529,11 @@ Deno.test("udp.ts send --chunk 1 hello: five 1-byte datagrams out, five logged b
     Array(5).fill("received 1 bytes"),
   );
   assert.equal(trace.length, 10, r.stderr);
-  await server.waitForLine(/^udp sent 1 bytes to /, 10_000, 15);
-  const lines = server.stdout.lines;
+  await server.stop("SIGTERM");
+  // The server: one line per datagram received, one per reply sent.
+  const lines = server.stdout.lines.slice(1, -1);
   assert.deepEqual(loggedSizes(lines), [1, 1, 1, 1, 1]);
-  assert.equal(
-    lines.filter((l) => l.startsWith("udp received 1 bytes from ")).length,
-    5,
-  );
+  assert.equal(lines.length, 10, lines.join("\n"));
   assert.equal(
     lines.filter((l) => l.startsWith("udp sent 1 bytes to ")).length,
     5,
@@ -579,35 +578,59 @@ Deno.test("TCP contrast: five writes to server.ts are one byte stream; waiting d
 
 // --- --trace and --hex ----------------------------------------------------------
 
-Deno.test("udp.ts --trace logs 'udp received N bytes from A' and 'udp sent N bytes to A' for each datagram", async () => {
-  await using server = await startScript("udp.ts", ["--port", "0", "--trace"]);
-  const socket = clientSocket();
-  const me = formatAddr(socket.addr);
-  try {
-    for (const size of [5, 0, 1400]) {
-      await socket.send(randomBytes(size), udpAddr("127.0.0.1", server.port));
-      await receiveOne(socket);
-    }
-  } finally {
-    socket.close();
-  }
-  await server.stop("SIGTERM");
-  const traced = server.stdout.lines.filter((l) =>
-    /^udp (received|sent) /.test(l)
+for (
+  const [flags, perDatagram] of [
+    [["--trace"], true],
+    [["--quiet", "--trace"], true], // --trace wins over --quiet
+    [["--quiet"], false],
+  ] as const
+) {
+  Deno.test(
+    `udp.ts ${flags.join(" ")}: ${
+      perDatagram
+        ? "one 'udp datagram' line per datagram received and one 'udp sent N bytes to A' per reply, nothing more"
+        : "no line per datagram, only the listening line and the summary"
+    }`,
+    async () => {
+      await using server = await startScript("udp.ts", [
+        "--port",
+        "0",
+        ...flags,
+      ]);
+      const socket = clientSocket();
+      const me = formatAddr(socket.addr);
+      try {
+        for (const size of [5, 0, 1400]) {
+          await socket.send(
+            randomBytes(size),
+            udpAddr("127.0.0.1", server.port),
+          );
+          await receiveOne(socket);
+        }
+      } finally {
+        socket.close();
+      }
+      const status = await server.stop("SIGTERM");
+      assert.equal(status.code, 0, server.stderr.text());
+      const local = `127.0.0.1:${server.port}`;
+      assert.deepEqual(server.stdout.lines, [
+        `udp listening on ${local}`,
+        ...(perDatagram
+          ? [5, 0, 1400].flatMap((n) => [
+            `udp datagram local ${local} remote ${me} ${n} bytes`,
+            `udp sent ${n} bytes to ${me}`,
+          ])
+          : []),
+        "udp server stopped: 3 datagrams, 1405 bytes in, 1405 bytes out",
+      ]);
+      assert.equal(server.stderr.text(), "");
+    },
   );
-  assert.deepEqual(traced, [
-    `udp received 5 bytes from ${me}`,
-    `udp sent 5 bytes to ${me}`,
-    `udp received 0 bytes from ${me}`,
-    `udp sent 0 bytes to ${me}`,
-    `udp received 1400 bytes from ${me}`,
-    `udp sent 1400 bytes to ${me}`,
-  ]);
-});
+}
 
 Deno.test({
   name:
-    "udp.ts --hex dumps each datagram received and sent exactly as /usr/bin/xxd does (NUL, CR LF, bytes that are not UTF-8)" +
+    "udp.ts --hex dumps each datagram received (under its 'udp datagram' line) and sent exactly as /usr/bin/xxd does (NUL, CR LF, bytes that are not UTF-8)" +
     (XXD ? "" : " (skipped: no /usr/bin/xxd)"),
   ignore: !XXD,
   fn: async () => {
@@ -627,8 +650,9 @@ Deno.test({
     }
     await server.stop("SIGTERM");
     const lines = server.stdout.lines;
+    // The dump of a datagram received goes under its 'udp datagram' line.
     const received = lines.flatMap((l, i) =>
-      l.startsWith("udp received ") ? [i] : []
+      l.startsWith("udp datagram ") ? [i] : []
     );
     const sent = lines.flatMap((l, i) => l.startsWith("udp sent ") ? [i] : []);
     assert.equal(received.length, 2);
@@ -752,6 +776,82 @@ Deno.test("udp.ts send with more stdin than one datagram holds says so and sugge
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, /^error: .*one UDP datagram.*--chunk/);
   assert.equal(r.stderr.trim().split("\n").length, 1);
+});
+
+Deno.test("udp.ts send of 65,508 bytes to an IPv4 host (one more than IPv4 carries) says it does not fit (not the OS's 'Message too long') and suggests --chunk, exit 1", async () => {
+  const port = freeUdpPort();
+  const tooBig = `error: cannot send to udp 127.0.0.1:${port}: 65508 bytes ` +
+    `do not fit in one UDP datagram (at most 65507 bytes over IPv4, ` +
+    `65527 over IPv6); send less, or cut it into datagrams with --chunk N\n`;
+  const [fromStdin, fromMessage] = await Promise.all([
+    runScript("udp.ts", ["send", "--port", String(port)], {
+      stdin: new Uint8Array(MAX_UDP_PAYLOAD_IPV4 + 1),
+    }),
+    runScript("udp.ts", [
+      "send",
+      "--port",
+      String(port),
+      "x".repeat(MAX_UDP_PAYLOAD_IPV4 + 1),
+    ]),
+  ]);
+  for (const r of [fromStdin, fromMessage]) {
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stderr, tooBig);
+    assert.equal(r.out, "");
+  }
+});
+
+Deno.test("udp.ts send to a name that does not resolve: 'cannot send to udp NAME:PORT: the name ... does not resolve', exit 1", async () => {
+  const r = await runScript("udp.ts", [
+    "send",
+    "--hostname",
+    "nope.invalid",
+    "--port",
+    "9",
+    "x",
+  ]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(
+    r.stderr,
+    `error: cannot send to udp nope.invalid:9: the name "nope.invalid" ` +
+      `does not resolve to an address; check the spelling\n`,
+  );
+});
+
+Deno.test("udp.ts send without the --allow-net grant: 'Deno has no permission to send to udp A; run again with --allow-net=...', exit 1", async () => {
+  const cases: [string, string, string][] = [
+    // The sending socket binds ::1: one grant covers it and the destination.
+    ["127.0.0.1", "::1", "udp [::1]:9; run again with --allow-net=[::1]"],
+    // Off loopback the socket binds the wildcard: that is a grant too.
+    [
+      "127.0.0.1",
+      "198.18.0.1",
+      "udp 198.18.0.1:9 (the sending socket binds 0.0.0.0 too); " +
+      "run again with --allow-net=0.0.0.0,198.18.0.1",
+    ],
+    // The bind is granted, the destination is not (nothing is sent).
+    [
+      "0.0.0.0",
+      "198.18.0.1",
+      "udp 198.18.0.1:9 (the sending socket binds 0.0.0.0 too); " +
+      "run again with --allow-net=0.0.0.0,198.18.0.1",
+    ],
+  ];
+  const runs = await Promise.all(
+    cases.map(([grant, host]) =>
+      runScript("udp.ts", ["send", "--hostname", host, "--port", "9", "x"], {
+        denoFlags: [`--allow-net=${grant}`, "--unstable-net", "--no-prompt"],
+      })
+    ),
+  );
+  for (const [i, r] of runs.entries()) {
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(
+      r.stderr,
+      `error: Deno has no permission to send to ${cases[i][2]}\n`,
+      `--allow-net=${cases[i][0]} send --hostname ${cases[i][1]}`,
+    );
+  }
 });
 
 Deno.test("udp.ts send --hostname 0.0.0.0 reaches this machine and prints the reply that comes from 127.0.0.1, exit 0", async () => {
