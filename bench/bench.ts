@@ -1,23 +1,32 @@
 /**
- * bench/bench.ts: how fast are the echo servers? `deno task bench`.
+ * bench/bench.ts: how fast, how fair and how lean are the echo servers?
+ * `deno task bench`. The method, the figures and what they mean:
+ * bench/README.md.
  *
- * Starts server.ts and udp.ts as a user would (`--port 0 --quiet`), drives
- * them over loopback with load-generator processes (bench/load.ts) and
- * prints a table; `--json` prints the same figures as JSON. With
- * `--compare node` it runs the same loads, in the same run and alternating,
- * against a plain Node.js echo server (bench/node_echo.mjs) and prints the
- * ratio project/Node for every figure.
+ * Starts server.ts and udp.ts the way their deno.json tasks do (`deno task
+ * server`, `deno task udp`: the same environment assignments and Deno flags,
+ * read from deno.json so the two cannot drift apart), with `--port 0
+ * --quiet`; drives them over loopback with load-generator processes and
+ * prints a table (`--json`: the same figures as JSON). With `--compare node`
+ * it runs the same loads, in the same run and alternating, against a plain
+ * Node.js echo server (bench/node_echo.mjs) and prints the ratio
+ * project/Node of every figure. The c=500 load and the 10,000 connections
+ * also run against the servers started bare (`deno run` without the tasks'
+ * settings), to show what the settings change; `--bare` measures every
+ * load bare. Where `server.ts --workers` exists, a second table measures
+ * `--workers 2` beside `--workers 1`.
  *
  *   deno task bench                     full run, medians of 3 rounds
  *   deno task bench --compare node      the same, against Node too
  *   deno task bench --quick             small sizes, about 1 s per load
  *   deno task bench --json              figures as JSON on stdout
  *
- * Its limits, stated in the output as well: the load generator runs on the
- * same machine and shares the CPU with the server; "server CPU %" shows
+ * Its limits, stated in the output as well: the load generators run on the
+ * same machine and share its CPUs with the server; "server CPU %" shows
  * whether the server was the bottleneck (near 100 %) or not.
  */
 
+import { parseArgs } from "node:util";
 import { quantileMs } from "./load.ts";
 
 const ROOT = new URL("..", import.meta.url);
@@ -25,46 +34,79 @@ const path = (name: string) => new URL(name, ROOT).pathname;
 
 /** The descriptor limit asked for (`ulimit -n`), for 10,000 connections. */
 const WANT_FDS = 30_000;
-/** Busy connections per load-generator process (see the fairness notes). */
-const CONNS_PER_WORKER = 125;
 /** UDP sockets doing ping-pong at once (all in one load process). */
 const UDP_SOCKETS = 32;
+/** Threads of the TCP round-trip client at c=500 (one process; see README). */
+const FAIR_THREADS = 4;
+/** Which CPU the server runs on, and the load generator, when pinned. */
+const SERVER_CPU = "0";
+const CLIENT_CPU = "1";
 
 export const USAGE =
-  `usage: deno task bench [--quick] [--json] [--compare node] [--rounds N]
+  `usage: deno task bench [--quick] [--json] [--compare node] [--bare]
+                       [--settings "VAR=value ... --flag ..."] [--rounds N]
+                       [--no-pin]
 
-Measures server.ts and udp.ts on loopback and prints a table.
+Measures server.ts and udp.ts on loopback, started as their deno.json tasks
+start them, and prints a table. bench/README.md explains the figures.
   --quick          small sizes, about 1 s per load (a smoke test)
   --json           print the figures as JSON instead of a table
   --compare node   run the same loads against a plain Node.js echo server
                    (bench/node_echo.mjs), alternating, and print ratios
+  --bare           run every load against the servers started bare too
+                   (without the tasks' settings); by default only the
+                   500-connection and the many-connection loads are
+  --settings S     try other settings instead of the tasks': environment
+                   assignments and Deno flags, e.g.
+                   "DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=64 --v8-flags=--max-semi-space-size=2"
   --rounds N       rounds to take medians over (default 3, --quick 1)
+  --no-pin         do not pin the server and the load generator to their
+                   own CPUs (taskset), which the bench does when it can
   --help           show this help`;
 
 interface Options {
   quick: boolean;
   json: boolean;
   compare: boolean;
+  bare: boolean;
+  settings?: string;
   rounds: number;
+  pin: boolean;
 }
 
-function parseArgs(args: string[]): Options | "help" {
-  const o: Options = { quick: false, json: false, compare: false, rounds: 0 };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === "--help" || a === "-h") return "help";
-    else if (a === "--quick") o.quick = true;
-    else if (a === "--json") o.json = true;
-    else if (a === "--compare" && args[i + 1] === "node") {
-      o.compare = true;
-      i++;
-    } else if (a === "--compare=node") o.compare = true;
-    else if (a === "--rounds" && /^[1-9]\d?$/.test(args[i + 1] ?? "")) {
-      o.rounds = Number(args[++i]);
-    } else throw new Error(`unknown argument ${JSON.stringify(a)}`);
+/** Parse the command line; "help" for --help. Throws on a bad argument. */
+export function parseBenchArgs(args: string[]): Options | "help" {
+  const { values } = parseArgs({
+    args,
+    options: {
+      quick: { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
+      compare: { type: "string" },
+      bare: { type: "boolean", default: false },
+      settings: { type: "string" },
+      rounds: { type: "string" },
+      "no-pin": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) return "help";
+  if (values.compare !== undefined && values.compare !== "node") {
+    throw new Error(`--compare takes "node", not "${values.compare}"`);
   }
-  o.rounds ||= o.quick ? 1 : 3;
-  return o;
+  if (values.rounds !== undefined && !/^[1-9]\d?$/.test(values.rounds)) {
+    throw new Error(`--rounds takes a number from 1 to 99`);
+  }
+  return {
+    quick: values.quick,
+    json: values.json,
+    compare: values.compare === "node",
+    bare: values.bare,
+    settings: values.settings,
+    rounds: values.rounds ? Number(values.rounds) : values.quick ? 1 : 3,
+    pin: !values["no-pin"],
+  };
 }
 
 /** Sizes and durations of the loads: the full run and `--quick`. */
@@ -75,10 +117,109 @@ function plan(quick: boolean) {
 }
 
 // ---------------------------------------------------------------------------
+// How each server is started: the deno.json task line, read from deno.json.
+
+/** Environment assignments and Deno flags a server is started with. */
+export interface Settings {
+  env: Record<string, string>;
+  /** Deno flags between `deno run` and the script. */
+  flags: string[];
+}
+
+/**
+ * Split a task line such as
+ * `DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=32 deno run --v8-flags=... server.ts`
+ * into its environment assignments, Deno flags and script. Only the plain
+ * form deno.json uses: words separated by spaces, no quotes.
+ */
+export function parseTaskLine(
+  line: string,
+): Settings & { script: string } {
+  if (/["'`$\\;&|<>()]/.test(line)) {
+    throw new Error(`task line too clever to read: ${line}`);
+  }
+  const words = line.trim().split(/\s+/);
+  const env: Record<string, string> = {};
+  while (/^[A-Za-z_][A-Za-z0-9_]*=/.test(words[0] ?? "")) {
+    const word = words.shift()!;
+    const eq = word.indexOf("=");
+    env[word.slice(0, eq)] = word.slice(eq + 1);
+  }
+  if (words[0] !== "deno" || words[1] !== "run") {
+    throw new Error(`task line does not run "deno run": ${line}`);
+  }
+  const at = words.findIndex((w, i) => i >= 2 && !w.startsWith("-"));
+  if (at < 0) throw new Error(`task line names no script: ${line}`);
+  return { env, flags: words.slice(2, at), script: words[at] };
+}
+
+/** `--settings` text: environment assignments, then Deno flags. */
+function parseSettings(text: string): Settings {
+  const words = text.trim().split(/\s+/).filter((w) => w !== "");
+  const assignments = words.filter((w) => !w.startsWith("-"));
+  const flags = words.filter((w) => w.startsWith("-"));
+  const { env } = parseTaskLine(`${assignments.join(" ")} deno run x`.trim());
+  return { env, flags };
+}
+
+/** The `server` and `udp` task lines of deno.json, parsed. */
+async function taskSettings(): Promise<Record<"tcp" | "udp", Settings>> {
+  const config = JSON.parse(await Deno.readTextFile(path("deno.json")));
+  const read = (task: string, script: string): Settings => {
+    const line = config.tasks?.[task];
+    if (typeof line !== "string") {
+      throw new Error(`deno.json has no "${task}" task`);
+    }
+    const parsed = parseTaskLine(line);
+    if (parsed.script !== script) {
+      throw new Error(`deno.json task "${task}" runs ${parsed.script}`);
+    }
+    return { env: parsed.env, flags: parsed.flags };
+  };
+  return { tcp: read("server", "server.ts"), udp: read("udp", "udp.ts") };
+}
+
+/** Settings as a person would type them before the script. */
+function describeSettings(s: Settings): string {
+  const words = [
+    ...Object.entries(s.env).map(([k, v]) => `${k}=${v}`),
+    ...s.flags.filter((f) => !f.startsWith("--allow-")),
+  ];
+  return words.length > 0 ? words.join(" ") : "none";
+}
+
+/** One server set-up measured: a column of the table. */
+interface Variant {
+  name: string;
+  kind: "deno" | "node";
+  settings: Record<"tcp" | "udp", Settings>;
+  /** Extra server.ts arguments (`--workers N`). */
+  tcpArgs: string[];
+  /** Pin the server to SERVER_CPU. */
+  pin: boolean;
+  /** What it is, for the output. */
+  about: string;
+}
+
+// ---------------------------------------------------------------------------
 // Child processes: servers and load generators, always through `sh -c` so
-// the descriptor limit can be raised first, and always killed at the end.
+// the descriptor limit can be raised (and the CPU pinned) first, and always
+// killed at the end.
 
 const children = new Set<Proc>();
+
+/** The parent's environment without the settings under test. */
+function baseEnv(): Record<string, string> {
+  const env = Deno.env.toObject();
+  for (const key of Object.keys(env)) {
+    if (key.startsWith("DENO_TOKIO_") || key === "DENO_V8_FLAGS") {
+      delete env[key];
+    }
+  }
+  return { ...env, DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" };
+}
+
+let tasksetWorks = false;
 
 /** A child process with its stdout split into lines. */
 class Proc {
@@ -89,19 +230,25 @@ class Proc {
   #stdin?: WritableStreamDefaultWriter<Uint8Array>;
   readonly done: Promise<void>;
 
-  constructor(readonly name: string, cmd: string[], stdin = false) {
+  constructor(
+    readonly name: string,
+    cmd: string[],
+    opts: { stdin?: boolean; env?: Record<string, string>; cpus?: string } = {},
+  ) {
     // `ulimit -n` above the hard limit fails: fall back to the hard limit.
+    const pin = opts.cpus && tasksetWorks ? `taskset -c ${opts.cpus}` : "";
     const script = `ulimit -n ${WANT_FDS} 2>/dev/null ||
-      ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"`;
+      ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec ${pin} "$@"`;
     this.child = new Deno.Command("sh", {
       args: ["-c", script, "sh", ...cmd],
       cwd: ROOT,
-      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-      stdin: stdin ? "piped" : "null",
+      clearEnv: true,
+      env: { ...baseEnv(), ...opts.env },
+      stdin: opts.stdin ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    if (stdin) this.#stdin = this.child.stdin.getWriter();
+    if (opts.stdin) this.#stdin = this.child.stdin.getWriter();
     children.add(this);
     this.done = Promise.all([
       this.#read(this.child.stdout, (l) => {
@@ -190,6 +337,20 @@ async function stopAll(): Promise<void> {
   await Promise.all([...children].map((c) => c.stop(3000)));
 }
 
+/** Whether `cmd args` runs and exits 0. */
+async function runs(cmd: string, args: string[]): Promise<boolean> {
+  try {
+    const out = await new Deno.Command(cmd, {
+      args,
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return out.success;
+  } catch {
+    return false;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // /proc readings (Linux). Deno asks for --allow-all to read /proc itself,
 // so the task's narrower permissions read it through `cat`.
@@ -228,29 +389,39 @@ async function fdLimit(pid: number): Promise<number> {
 // ---------------------------------------------------------------------------
 // Servers.
 
-type Target = "project" | "node";
-
 interface Server {
   proc: Proc;
   port: number;
 }
 
 async function startServer(
-  target: Target,
+  v: Variant,
   protocol: "tcp" | "udp",
 ): Promise<Server> {
-  const deno = [Deno.execPath(), "run", "--allow-net=127.0.0.1"];
-  const cmd = target === "node"
+  const s = v.settings[protocol];
+  const cmd = v.kind === "node"
     ? ["node", path("bench/node_echo.mjs"), protocol, "--port", "0"]
     : protocol === "tcp"
     ? [
-      ...deno,
+      Deno.execPath(),
+      "run",
+      ...s.flags,
       path("server.ts"),
       ...["--port", "0", "--quiet", "--max-connections", "20000"],
+      ...v.tcpArgs,
     ]
-    : [...deno, "--unstable-net", path("udp.ts"), "serve", "--port", "0"]
-      .concat("--quiet");
-  const proc = new Proc(`${target} ${protocol} server`, cmd);
+    : [
+      Deno.execPath(),
+      "run",
+      ...s.flags,
+      "--unstable-net",
+      path("udp.ts"),
+      ...["serve", "--port", "0", "--quiet"],
+    ];
+  const proc = new Proc(`${v.name} ${protocol} server`, cmd, {
+    env: s.env,
+    cpus: v.pin ? SERVER_CPU : undefined,
+  });
   try {
     const first = await proc.line(/./, 20_000);
     const m = new RegExp(`^${protocol} listening on .*:(\\d+)$`).exec(first);
@@ -263,7 +434,7 @@ async function startServer(
 }
 
 // ---------------------------------------------------------------------------
-// Loads: each spawns load-generator workers, waits for all to be `ready`,
+// Loads: each spawns load-generator processes, waits for all to be `ready`,
 // says `go`, and collects their `result` lines.
 
 /** One row of the table: a figure of one load. */
@@ -277,20 +448,31 @@ interface Figure {
 
 type Measured = Figure[];
 
-async function runWorkers(
+/** How the load generators run: pinned to CLIENT_CPU or free. */
+interface LoadContext {
+  pin: boolean;
+  notes: Set<string>;
+  /** The command that runs bench/fair_load.mjs: node, or Deno's node:net. */
+  fairLoad: string[];
+}
+
+const denoLoad = (...args: string[]) => [
+  Deno.execPath(),
+  "run",
+  "--allow-net=127.0.0.1",
+  "--unstable-net",
+  path("bench/load.ts"),
+  ...args,
+];
+
+async function runLoad(
   server: Server,
-  argsPerWorker: string[][],
+  commands: string[][],
   timeoutMs: number,
+  cpus: string | undefined,
 ): Promise<{ results: Record<string, unknown>[]; cpu: Measured }> {
-  const workers = argsPerWorker.map((args, i) =>
-    new Proc(`load worker ${i + 1} (${args[0]})`, [
-      Deno.execPath(),
-      "run",
-      "--allow-net=127.0.0.1",
-      "--unstable-net",
-      path("bench/load.ts"),
-      ...args,
-    ], true)
+  const workers = commands.map((cmd, i) =>
+    new Proc(`load generator ${i + 1}`, cmd, { stdin: true, cpus })
   );
   try {
     await Promise.all(workers.map((w) => w.line(/^ready$/, 30_000)));
@@ -336,12 +518,20 @@ function split(total: number, parts: number): number[] {
   );
 }
 
-async function tcpStream(server: Server, bytes: number): Promise<Measured> {
+async function tcpStream(
+  server: Server,
+  bytes: number,
+  ctx: LoadContext,
+): Promise<Measured> {
   const load = `tcp stream ${bytes >> 20} MiB`;
-  const { results, cpu } = await runWorkers(server, [[
-    "stream",
-    ...["--port", String(server.port), "--bytes", String(bytes)],
-  ]], 120_000);
+  const { results, cpu } = await runLoad(
+    server,
+    [
+      denoLoad("stream", "--port", String(server.port), "--bytes", `${bytes}`),
+    ],
+    120_000,
+    ctx.pin ? CLIENT_CPU : undefined,
+  );
   const r = results[0] as { received: number; ms: number; verified: boolean };
   return [
     {
@@ -355,54 +545,67 @@ async function tcpStream(server: Server, bytes: number): Promise<Measured> {
   ];
 }
 
+/**
+ * TCP ping-pong, 64 bytes, on `conns` connections, all from ONE process
+ * (bench/fair_load.mjs). At c=500 it runs FAIR_THREADS threads and is not
+ * pinned, so that it answers the server's echoes faster than the server
+ * serves them: many requests wait at the server at once, where unfairness
+ * shows (see bench/README.md).
+ */
 async function tcpRoundTrips(
   server: Server,
   conns: number,
   seconds: number,
-  notes: Set<string>,
+  ctx: LoadContext,
 ): Promise<Measured> {
   const load = `tcp rr c=${conns}`;
-  const workers = Math.ceil(conns / CONNS_PER_WORKER);
-  const { results, cpu } = await runWorkers(
+  const threads = conns >= 500 ? FAIR_THREADS : 1;
+  const { results, cpu } = await runLoad(
     server,
-    split(conns, workers).map((c) => [
-      "rr",
-      ...["--port", String(server.port), "--conns", String(c)],
+    [[
+      ...ctx.fairLoad,
+      ...["--port", String(server.port), "--conns", String(conns)],
       ...["--seconds", String(seconds), "--size", "64"],
-    ]),
+      ...["--threads", String(threads), "--wait-go"],
+    ]],
     seconds * 1000 + 30_000,
+    ctx.pin && threads === 1 ? CLIENT_CPU : undefined,
   );
-  const rs = results as {
+  const r = results[0] as {
     seconds: number;
-    counts: number[];
+    total: number;
+    jain: number;
+    noReply: number;
+    maxWaitMs: number;
     histogram: number[];
     errors: number;
     firstError: string;
-  }[];
-  const errors = rs.reduce((a, r) => a + r.errors, 0);
-  if (errors > 0) {
-    const first = rs.find((r) => r.firstError)?.firstError;
-    notes.add(`${load}: ${errors} connections failed (${first})`);
+  };
+  if (r.errors > 0) {
+    ctx.notes.add(`${load}: ${r.errors} connections failed (${r.firstError})`);
   }
-  const counts = rs.flatMap((r) => r.counts);
-  const total = counts.reduce((a, b) => a + b, 0);
-  const squares = counts.reduce((a, b) => a + b * b, 0);
-  const secs = Math.max(...rs.map((r) => r.seconds));
-  const hist = rs.map((r) => r.histogram);
   return [
-    { load, figure: "round trips/s", better: "higher", value: total / secs },
-    { load, figure: "p50 ms", better: "lower", value: quantileMs(hist, 0.5) },
-    { load, figure: "p99 ms", better: "lower", value: quantileMs(hist, 0.99) },
     {
       load,
-      figure: "connections with no reply",
-      value: counts.filter((c) => c === 0).length,
+      figure: "round trips/s",
+      better: "higher",
+      value: r.total / r.seconds,
     },
     {
       load,
-      figure: "Jain fairness (1 = fair)",
-      value: squares > 0 ? total * total / (counts.length * squares) : 0,
+      figure: "p50 ms",
+      better: "lower",
+      value: quantileMs([r.histogram], 0.5),
     },
+    {
+      load,
+      figure: "p99 ms",
+      better: "lower",
+      value: quantileMs([r.histogram], 0.99),
+    },
+    { load, figure: "longest wait ms", better: "lower", value: r.maxWaitMs },
+    { load, figure: "connections with no reply", value: r.noReply },
+    { load, figure: "Jain fairness (1 = fair)", value: r.jain },
     ...cpu.map((f) => ({ ...f, load })),
   ];
 }
@@ -411,43 +614,44 @@ async function udpRoundTrips(
   server: Server,
   size: number,
   seconds: number,
+  ctx: LoadContext,
 ): Promise<Measured> {
   const load = `udp rr ${size} B`;
-  const { results, cpu } = await runWorkers(
+  const { results, cpu } = await runLoad(
     server,
-    [[
+    [denoLoad(
       "udp",
       ...["--port", String(server.port), "--sockets", String(UDP_SOCKETS)],
       ...["--seconds", String(seconds), "--size", String(size)],
-    ]],
+    )],
     seconds * 1000 + 30_000,
+    ctx.pin ? CLIENT_CPU : undefined,
   );
-  const rs = results as {
+  const r = results[0] as {
     seconds: number;
     received: number;
     lost: number;
     histogram: number[];
-  }[];
-  const received = rs.reduce((a, r) => a + r.received, 0);
-  const lost = rs.reduce((a, r) => a + r.lost, 0);
-  const secs = Math.max(...rs.map((r) => r.seconds));
+  };
   return [
     {
       load,
       figure: "round trips/s",
       better: "higher",
-      value: received / secs,
+      value: r.received / r.seconds,
     },
     {
       load,
       figure: "loss %",
-      value: received + lost > 0 ? lost / (received + lost) * 100 : 100,
+      value: r.received + r.lost > 0
+        ? r.lost / (r.received + r.lost) * 100
+        : 100,
     },
     {
       load,
       figure: "p99 ms",
       better: "lower",
-      value: quantileMs(rs.map((r) => r.histogram), 0.99),
+      value: quantileMs([r.histogram], 0.99),
     },
     ...cpu.map((f) => ({ ...f, load })),
   ];
@@ -455,27 +659,27 @@ async function udpRoundTrips(
 
 /**
  * Many connections: a fresh server, `conns` connections opened by 4
- * workers and held, one echo each; time to open them all, and the server's
- * resident memory before and with all of them open.
+ * load processes and held, one echo each; time to open them all, and the
+ * server's resident memory before and with all of them open.
  */
 async function manyConnections(
-  target: Target,
+  v: Variant,
   conns: number,
-  notes: Set<string>,
+  ctx: LoadContext,
 ): Promise<Measured> {
   const load = `tcp hold ${conns} connections`;
-  const server = await startServer(target, "tcp");
+  const server = await startServer(v, "tcp");
   const workers: Proc[] = [];
   try {
     const limit = await fdLimit(server.proc.pid);
     if (limit < conns + 100) {
-      notes.add(
-        `${target} server: open-file limit ${limit}, under the ${conns} ` +
+      ctx.notes.add(
+        `${v.name} server: open-file limit ${limit}, under the ${conns} ` +
           `connections asked for (ulimit -n ${WANT_FDS} was not allowed): ` +
           `the connections over it fail`,
       );
     } else if (limit < WANT_FDS) {
-      notes.add(
+      ctx.notes.add(
         `ulimit -n ${WANT_FDS} was not allowed here; ran with the hard ` +
           `limit, ${limit}, which is enough for ${conns} connections`,
       );
@@ -484,13 +688,11 @@ async function manyConnections(
     const idle = await rssMB(server.proc.pid);
     for (const [i, c] of split(conns, 4).entries()) {
       workers.push(
-        new Proc(`hold worker ${i + 1}`, [
-          Deno.execPath(),
-          "run",
-          "--allow-net=127.0.0.1",
-          path("bench/load.ts"),
-          ...["hold", "--port", String(server.port), "--conns", String(c)],
-        ], true),
+        new Proc(
+          `hold load ${i + 1}`,
+          denoLoad("hold", "--port", String(server.port), "--conns", `${c}`),
+          { stdin: true },
+        ),
       );
     }
     await Promise.all(workers.map((w) => w.line(/^ready$/, 30_000)));
@@ -510,9 +712,9 @@ async function manyConnections(
     const opened = rs.reduce((a, r) => a + r.opened, 0);
     const failed = rs.reduce((a, r) => a + r.failed, 0);
     if (failed > 0) {
-      notes.add(
-        `${target}: ${failed} of ${conns} connections failed to open or echo` +
-          ` (${rs.find((r) => r.firstError)?.firstError})`,
+      ctx.notes.add(
+        `${v.name}: ${failed} of ${conns} connections failed to open or ` +
+          `echo (${rs.find((r) => r.firstError)?.firstError})`,
       );
     }
     const rss = await rssMB(server.proc.pid);
@@ -538,7 +740,8 @@ function median(values: number[]): number {
   return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
 }
 
-function format(value: number, figure: string): string {
+function format(value: number | undefined, figure: string): string {
+  if (value === undefined) return "·";
   if (Number.isNaN(value)) return "failed";
   if (figure.startsWith("bytes verified")) return value === 1 ? "yes" : "NO";
   if (figure.includes("Jain")) return value.toFixed(2);
@@ -554,25 +757,36 @@ function format(value: number, figure: string): string {
   return Math.round(value).toLocaleString("en-US");
 }
 
+/** A row: one figure of one load, its value per round for each variant. */
 interface Row {
   load: string;
   figure: string;
   better?: "higher" | "lower";
-  project: number[];
-  node: number[];
+  values: Record<string, number[]>;
 }
 
-function table(rows: Row[], compare: boolean): string {
-  const head = compare
-    ? ["load", "figure", "project", "node", "project/node"]
-    : ["load", "figure", "project"];
+/** Medians of a row, by variant name; absent where it was not measured. */
+function medians(r: Row): Record<string, number> {
+  return Object.fromEntries(
+    Object.entries(r.values).map(([k, v]) => [k, median(v)]),
+  );
+}
+
+/** `a/b` ratio columns to print: [numerator, denominator] variant names. */
+type Ratio = [string, string];
+
+function table(rows: Row[], names: string[], ratios: Ratio[]): string {
+  const head = ["load", "figure", ...names, ...ratios.map((r) => r.join("/"))];
   const body = rows.map((r) => {
-    const p = median(r.project);
-    const cells = [r.load, r.figure, format(p, r.figure)];
-    if (compare) {
-      const n = median(r.node);
-      const ratio = r.better && n > 0 ? (p / n).toFixed(2) : "";
-      cells.push(format(n, r.figure), ratio);
+    const m = medians(r);
+    const cells = [
+      r.load,
+      r.figure,
+      ...names.map((n) => format(m[n], r.figure)),
+    ];
+    for (const [a, b] of ratios) {
+      const ok = r.better && m[a] !== undefined && m[b] > 0;
+      cells.push(ok ? (m[a] / m[b]).toFixed(2) : "");
     }
     return cells;
   });
@@ -614,7 +828,33 @@ async function machine(): Promise<Record<string, string | number>> {
   };
 }
 
+/** Whether this server.ts has `--workers` (another part of the project). */
+async function hasWorkers(): Promise<boolean> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net=127.0.0.1", path("server.ts"), "--help"],
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return new TextDecoder().decode(out.stdout).includes("--workers N");
+}
+
 // ---------------------------------------------------------------------------
+
+/** Results of one table: its rows and the variants it has columns for. */
+class Results {
+  readonly rows = new Map<string, Row>();
+  constructor(readonly names: string[]) {}
+  record(name: string, figures: Measured): void {
+    for (const f of figures) {
+      const key = `${f.load}\0${f.figure}`;
+      if (!this.rows.has(key)) {
+        this.rows.set(key, { ...f, values: {} });
+      }
+      (this.rows.get(key)!.values[name] ??= []).push(f.value);
+    }
+  }
+}
 
 async function bench(options: Options): Promise<number> {
   const sizes = plan(options.quick);
@@ -625,136 +865,265 @@ async function bench(options: Options): Promise<number> {
     notes.add("--compare node skipped: node is not on PATH");
     compare = false;
   }
-  const targets: Target[] = compare ? ["project", "node"] : ["project"];
-  const rows = new Map<string, Row>();
-  const record = (target: Target, figures: Measured) => {
-    for (const f of figures) {
-      const key = `${f.load}\0${f.figure}`;
-      if (!rows.has(key)) {
-        rows.set(key, { ...f, project: [], node: [] });
-      }
-      rows.get(key)![target].push(f.value);
-    }
+  tasksetWorks = options.pin && Number(info.cores) >= 2 &&
+    await runs("taskset", ["-c", SERVER_CPU, "true"]);
+  const ctx: LoadContext = {
+    pin: tasksetWorks,
+    notes,
+    fairLoad: info.node ? ["node", path("bench/fair_load.mjs")] : [
+      Deno.execPath(),
+      "run",
+      "--allow-net=127.0.0.1",
+      "--allow-read",
+      path("bench/fair_load.mjs"),
+    ],
   };
+  if (!info.node) {
+    notes.add(
+      "node is not on PATH: the TCP round-trip client (fair_load.mjs) ran " +
+        "under Deno's node:net instead",
+    );
+  }
+
+  const tasks = await taskSettings();
+  let project = tasks;
+  let projectAbout = "started as `deno task server` / `deno task udp` start " +
+    `them (from deno.json): ${describeSettings(tasks.tcp)}`;
+  if (options.settings !== undefined) {
+    const s = parseSettings(options.settings);
+    const flags = ["--allow-net=127.0.0.1", ...s.flags];
+    project = { tcp: { env: s.env, flags }, udp: { env: s.env, flags } };
+    projectAbout = `started with --settings: ${describeSettings(project.tcp)}`;
+  }
+  const bareSettings = { env: {}, flags: ["--allow-net=127.0.0.1"] };
+  const variant = (
+    name: string,
+    kind: "deno" | "node",
+    settings: Record<"tcp" | "udp", Settings>,
+    about: string,
+  ): Variant => ({
+    name,
+    kind,
+    settings,
+    tcpArgs: [],
+    pin: tasksetWorks,
+    about,
+  });
+  const variants: Variant[] = [
+    variant("project", "deno", project, projectAbout),
+    variant(
+      "bare",
+      "deno",
+      { tcp: bareSettings, udp: bareSettings },
+      "`deno run --allow-net=127.0.0.1 server.ts` (udp.ts), no settings",
+    ),
+  ];
+  if (compare) {
+    variants.push(variant(
+      "node",
+      "node",
+      { tcp: bareSettings, udp: bareSettings },
+      `Node.js ${info.node} bench/node_echo.mjs`,
+    ));
+  }
+  // Loads the bare servers run by default: the ones the settings change
+  // (c=500 here; the many-connection load always runs every server).
+  const bareLoads = (load: string) => options.bare || load === "tcp rr c=500";
+  const main = new Results(variants.map((v) => v.name));
+
   let failures = 0;
   const attempt = async (
-    target: Target,
+    results: Results,
+    v: Variant,
     what: string,
     run: () => Promise<Measured>,
   ) => {
     if (!options.json) {
       await Deno.stderr.write(
-        new TextEncoder().encode(`  ${target}: ${what}\n`),
+        new TextEncoder().encode(`  ${v.name}: ${what}\n`),
       );
     }
     try {
-      record(target, await run());
+      results.record(v.name, await run());
     } catch (err) {
       failures++;
-      notes.add(`${target} ${what} failed: ${(err as Error).message}`);
+      notes.add(`${v.name} ${what} failed: ${(err as Error).message}`);
     }
   };
 
   const started = performance.now();
   for (let round = 1; round <= options.rounds; round++) {
-    // Alternate which server goes first, so neither always gets the
-    // quieter moment.
-    const order = round % 2 ? targets : [...targets].reverse();
+    // Alternate the order, so no server always gets the quieter moment.
+    const order = round % 2 ? variants : [...variants].reverse();
     if (!options.json) {
       console.error(`round ${round} of ${options.rounds}`);
     }
-    const tcp = new Map<Target, Server>();
-    const udp = new Map<Target, Server>();
+    const tcp = new Map<string, Server>();
+    const udp = new Map<string, Server>();
     try {
-      for (const t of order) {
-        tcp.set(t, await startServer(t, "tcp"));
+      for (const v of order) {
+        tcp.set(v.name, await startServer(v, "tcp"));
+        if (v.name === "bare" && !options.bare) continue;
         try {
-          udp.set(t, await startServer(t, "udp"));
+          udp.set(v.name, await startServer(v, "udp"));
         } catch (err) {
-          notes.add(`${t} udp server: ${(err as Error).message}`);
+          notes.add(`${v.name} udp server: ${(err as Error).message}`);
         }
       }
-      for (const t of order) {
-        await attempt(
-          t,
-          "tcp stream",
-          () => tcpStream(tcp.get(t)!, sizes.streamBytes),
+      const each = async (
+        load: string,
+        run: (v: Variant) => Promise<Measured>,
+      ) => {
+        for (const v of order) {
+          if (v.name === "bare" && !bareLoads(load)) continue;
+          await attempt(main, v, load, () => run(v));
+        }
+      };
+      await each(
+        "tcp stream",
+        (v) => tcpStream(tcp.get(v.name)!, sizes.streamBytes, ctx),
+      );
+      for (const conns of [1, 50, 500]) {
+        await each(
+          `tcp rr c=${conns}`,
+          (v) => tcpRoundTrips(tcp.get(v.name)!, conns, sizes.seconds, ctx),
         );
       }
-      for (const conns of [1, 50, 500]) {
-        for (const t of order) {
-          await attempt(
-            t,
-            `tcp rr c=${conns}`,
-            () => tcpRoundTrips(tcp.get(t)!, conns, sizes.seconds, notes),
-          );
-        }
-      }
       for (const size of [64, 1400]) {
-        for (const t of order) {
-          const server = udp.get(t);
-          if (!server) continue;
-          await attempt(
-            t,
-            `udp rr ${size} B`,
-            () => udpRoundTrips(server, size, sizes.seconds),
-          );
-        }
+        await each(`udp rr ${size} B`, (v) => {
+          const server = udp.get(v.name);
+          if (!server) throw new Error("no udp server");
+          return udpRoundTrips(server, size, sizes.seconds, ctx);
+        });
       }
     } finally {
       for (const s of [...tcp.values(), ...udp.values()]) await s.proc.stop();
     }
-    for (const t of order) {
+    for (const v of order) {
       await attempt(
-        t,
+        main,
+        v,
         `${sizes.holdConns} connections`,
-        () => manyConnections(t, sizes.holdConns, notes),
+        () => manyConnections(v, sizes.holdConns, ctx),
       );
+    }
+  }
+
+  // --workers: the same server on N event loops, nothing pinned.
+  const workersTable = new Results(["workers 1", "workers 2"]);
+  const workersOk = await hasWorkers();
+  if (!workersOk) {
+    notes.add("server.ts has no --workers here: the workers table is left out");
+  } else {
+    const wv = (n: number): Variant => ({
+      ...variant(`workers ${n}`, "deno", project, ""),
+      settings: {
+        ...project,
+        tcp: {
+          env: project.tcp.env,
+          flags: [...project.tcp.flags, `--allow-read=${path("server.ts")}`],
+        },
+      },
+      tcpArgs: ["--workers", String(n)],
+      pin: false,
+    });
+    const wvs = [wv(1), wv(2)];
+    const free = { ...ctx, pin: false };
+    for (let round = 1; round <= options.rounds; round++) {
+      const order = round % 2 ? wvs : [...wvs].reverse();
+      for (const v of order) {
+        let server: Server | undefined;
+        try {
+          server = await startServer(v, "tcp");
+        } catch (err) {
+          failures++;
+          notes.add(`${v.name} failed to start: ${(err as Error).message}`);
+          continue;
+        }
+        try {
+          if (!options.quick) {
+            await attempt(
+              workersTable,
+              v,
+              "tcp stream",
+              () => tcpStream(server!, sizes.streamBytes, free),
+            );
+          }
+          for (const conns of options.quick ? [500] : [50, 500]) {
+            await attempt(
+              workersTable,
+              v,
+              `tcp rr c=${conns}`,
+              () => tcpRoundTrips(server!, conns, sizes.seconds, free),
+            );
+          }
+        } finally {
+          await server.proc.stop();
+        }
+      }
     }
   }
   const elapsed = (performance.now() - started) / 1000;
 
   const limits = [
-    `The load generator (bench/load.ts, Deno) runs on this machine ` +
-    `(${info.cores} cores) and shares the CPU with the server. "server CPU ` +
-    `%" is the server's CPU time over the load (100 = one core, kernel ` +
-    `time for loopback included): well under 100 means the server was ` +
-    `waiting for the client, and the figure is the client's limit more ` +
-    `than the server's; Node and our servers then score alike.`,
-    `To keep the client from being the bottleneck it uses as few processes ` +
-    `as each load allows (on 2 cores, every extra client process measured ` +
-    `slower): one for the stream, c=1, c=50 and UDP (${UDP_SOCKETS} ` +
-    `sockets), four for c=500 and for many connections.`,
-    `No load process drives more than ${CONNS_PER_WORKER} busy ` +
-    `connections: a Deno process serves at most 128 ready sockets per turn ` +
-    `of its event loop (tokio's cooperative budget), so a bigger client ` +
-    `would starve its own connections and blame the server.`,
+    `The load generators run on this machine (${info.cores} cores) and ` +
+    `share its CPUs with the server. ` +
+    (tasksetWorks
+      ? `In the first table the server is pinned to CPU ${SERVER_CPU} and ` +
+        `the load generator to CPU ${CLIENT_CPU} (taskset), except at ` +
+        `c=500, where the client's ${FAIR_THREADS} threads may use both ` +
+        `CPUs so that they can send faster than the server answers. `
+      : `Nothing is pinned to a CPU. `) +
+    `"server CPU %" is the server's CPU time over the load (100 = one ` +
+    `core, loopback kernel time included): well under 100 means the server ` +
+    `waited for the client.`,
+    `TCP round trips come from ONE client process on node:net ` +
+    `(bench/fair_load.mjs), whatever the number of connections, so that ` +
+    `it can see a server starve some of them: "longest wait" is the ` +
+    `longest any request waited for its echo, Jain's index is 1 when every ` +
+    `connection got the same number of round trips.`,
+    `"bare" is the same server started without the tasks' settings; by ` +
+    `default only the loads those settings change run bare (--bare: all).`,
+    workersOk
+      ? `The workers table runs server.ts --workers 1 and --workers 2 with ` +
+        `nothing pinned: ${info.cores} cores shared by the server's ` +
+        `workers and the load generator.`
+      : `No workers table: server.ts has no --workers.`,
     `Loopback only: no network, no NIC, no packet loss but the kernel's.`,
-    `Figures are medians of ${options.rounds} round(s)` +
-    (compare ? "; project and Node alternate, order flipped each round." : "."),
+    `Figures are medians of ${options.rounds} round(s); the servers ` +
+    `alternate, order flipped each round.`,
   ];
-  const ordered = [...rows.values()];
+  const ratios: Ratio[] = compare
+    ? variants.filter((v) => v.kind === "deno").map((v) => [v.name, "node"])
+    : [["project", "bare"]];
+  const about = Object.fromEntries(variants.map((v) => [v.name, v.about]));
   if (options.json) {
+    const figures = (r: Results, rs: Ratio[]) =>
+      [...r.rows.values()].map((row) => {
+        const m = medians(row);
+        return {
+          load: row.load,
+          figure: row.figure,
+          better: row.better ?? null,
+          median: m,
+          rounds: row.values,
+          ratios: Object.fromEntries(
+            rs.filter(([a, b]) => row.better && m[a] !== undefined && m[b] > 0)
+              .map(([a, b]) => [`${a}/${b}`, m[a] / m[b]]),
+          ),
+        };
+      });
     console.log(JSON.stringify(
       {
         machine: info,
         mode: options.quick ? "quick" : "full",
         rounds: options.rounds,
         seconds: Math.round(elapsed),
-        figures: ordered.map((r) => ({
-          load: r.load,
-          figure: r.figure,
-          better: r.better ?? null,
-          project: median(r.project),
-          projectRounds: r.project,
-          ...(compare
-            ? {
-              node: median(r.node),
-              nodeRounds: r.node,
-              ratio: r.better ? median(r.project) / median(r.node) : null,
-            }
-            : {}),
-        })),
+        servers: about,
+        figures: figures(main, ratios),
+        workers: workersOk
+          ? figures(workersTable, [["workers 2", "workers 1"]])
+          : null,
         limits,
         notes: [...notes],
       },
@@ -772,12 +1141,25 @@ async function bench(options: Options): Promise<number> {
         (info.node ? `, Node ${info.node}` : "") +
         `; load average at start ${info.loadAverage}`,
     );
+    for (const v of variants) console.log(`${v.name}: ${v.about}`);
     console.log();
-    console.log(table(ordered, compare));
-    if (compare) {
+    console.log(table([...main.rows.values()], main.names, ratios));
+    console.log(
+      "·: not measured. Ratios: above 1 is better for rates (MB/s, round " +
+        "trips/s), below 1 for times and memory (ms, seconds, MB).",
+    );
+    if (workersOk) {
+      console.log();
       console.log(
-        "project/node: above 1 is better for rates (MB/s, round trips/s), " +
-          "below 1 for times and memory (ms, seconds, MB).",
+        "server.ts --workers N: N event loops on one port (SO_REUSEPORT), " +
+          `${project === tasks ? "the tasks'" : "the same"} settings, ` +
+          `nothing pinned, ${info.cores} cores shared with the load generator`,
+      );
+      console.log();
+      console.log(
+        table([...workersTable.rows.values()], workersTable.names, [
+          ["workers 2", "workers 1"],
+        ]),
       );
     }
     console.log();
@@ -794,7 +1176,7 @@ async function bench(options: Options): Promise<number> {
 if (import.meta.main) {
   let options: Options | "help";
   try {
-    options = parseArgs(Deno.args);
+    options = parseBenchArgs(Deno.args);
   } catch (err) {
     console.error(`error: ${(err as Error).message}\n\n${USAGE}`);
     Deno.exit(2);

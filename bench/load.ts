@@ -1,11 +1,11 @@
 /**
- * bench/load.ts: one load-generator process for `deno task bench`.
- *
- * bench.ts spawns one of these per load, or several where one process
- * would be the limit: each Deno process runs its sockets on one thread, and
- * one that drives more than 128 busy connections starves some of them
- * (tokio's cooperative budget; see bench.ts), so c=500 uses four workers of
- * 125. Each worker:
+ * bench/load.ts: a load-generator process for `deno task bench`: the TCP
+ * stream, UDP round trips and the many-connection load. (TCP round trips
+ * come from bench/fair_load.mjs instead: one process on `node:net` can drive
+ * 500 busy connections, where a Deno process on `Deno.connect` driving more
+ * than 128 busy connections starves some of them itself, by the mechanism
+ * bench/README.md describes. The `rr` mode below stays for comparison, kept
+ * at 125 connections per process.) Each process:
  *
  * 1. sets up (opens its connections or sockets), prints `ready`;
  * 2. waits for a `go` line on stdin, runs the load;
