@@ -227,7 +227,7 @@ export async function runDemo(
       } bytes)`,
     );
     print("   TCP is a byte stream: it keeps the bytes and their order, not");
-    print("   where one write ended (run the demo again: the reads change).");
+    print("   where one write ended: a read returns whatever has arrived.");
     print("   UDP keeps each datagram whole and apart: five in, five out.");
     print("");
     return {

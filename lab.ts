@@ -359,7 +359,7 @@ export interface LabOptions {
 
 /** The usage text printed by `--help` and after a bad flag. */
 export const USAGE = `usage: deno task lab [--verbose]
-       deno run --allow-run --allow-read --allow-env --allow-net lab.ts [--verbose]
+       deno run --allow-run --allow-read --allow-env lab.ts [--verbose]
 
 Builds two hosts, A (${A_ADDR}) and B (${B_ADDR}), from two Linux network
 namespaces joined by a veth pair, runs server.ts and udp.ts in A bound to
@@ -957,7 +957,7 @@ async function runMain(
     const message = err instanceof Error ? err.message : String(err);
     console.error(
       err instanceof Deno.errors.NotCapable
-        ? `error: Deno did not grant what the lab needs (${message}); run it with deno task lab, or deno run --allow-run --allow-read --allow-env --allow-net lab.ts`
+        ? `error: Deno did not grant what the lab needs (${message}); run it with deno task lab, or deno run --allow-run --allow-read --allow-env lab.ts`
         : `error: ${message}${usageError ? `\n\n${usage}` : ""}`,
     );
     code = usageError ? 2 : 1;
