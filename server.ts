@@ -563,28 +563,6 @@ class Server {
   }
 }
 
-/**
- * Whether a failed accept() belongs to one client only: it connected and
- * reset (or aborted) before we accepted it. Deno then fails accept() with
- * ENOTCONN (its getpeername() finds no peer), NotConnected in Deno 2.9.
- * Nothing is short and the next client is fine: skip it at once. Anything
- * else (EMFILE, ENFILE, ENOBUFS, ENOMEM, or unknown) pauses the loop.
- */
-function isOneClientsFailure(err: unknown): boolean {
-  if (
-    err instanceof Deno.errors.NotConnected ||
-    err instanceof Deno.errors.ConnectionReset ||
-    err instanceof Deno.errors.ConnectionAborted
-  ) return true;
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === "string") return ONE_CLIENT_CODES.has(code);
-  const os = /\(os error (\d+)\)/.exec(String(err))?.[1];
-  return os !== undefined && ONE_CLIENT_OS_ERRORS.has(Number(os));
-}
-const ONE_CLIENT_CODES = new Set(["ENOTCONN", "ECONNRESET", "ECONNABORTED"]);
-/** ENOTCONN, ECONNRESET, ECONNABORTED as Linux numbers them. */
-const ONE_CLIENT_OS_ERRORS = new Set([107, 104, 103]);
-
 /** Resolve after `ms`, or at once when `signal` aborts. */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -1053,6 +1031,27 @@ export function explainListenError(
     } does not resolve to an address; check the spelling or use an address such as 127.0.0.1`;
   }
   return `cannot listen on ${where}: ${message}`;
+}
+
+/**
+ * Whether a failed `accept()` belongs to one client only: it connected and
+ * reset (or aborted) before we accepted it. Deno then fails accept() with
+ * ENOTCONN (its getpeername() finds no peer), NotConnected in Deno 2.9.
+ * Nothing is short and the next client is fine: skip it at once. Anything
+ * else (EMFILE, ENFILE, ENOBUFS, ENOMEM, or unknown) is worth a pause.
+ */
+export function isOneClientsFailure(err: unknown): boolean {
+  if (
+    err instanceof Deno.errors.NotConnected ||
+    err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.ConnectionAborted
+  ) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === "string") {
+    return ["ENOTCONN", "ECONNRESET", "ECONNABORTED"].includes(code);
+  }
+  // ENOTCONN, ECONNRESET, ECONNABORTED as Linux numbers them.
+  return /\(os error (107|104|103)\)/.test(String(err));
 }
 
 /** Anything with a `write` that may take only part of the bytes. */

@@ -1104,6 +1104,27 @@ export function explainListenError(
   return `cannot listen on ${where}: ${message}`;
 }
 
+/**
+ * Whether a failed `accept()` belongs to one client only: it connected and
+ * reset (or aborted) before we accepted it. Deno then fails accept() with
+ * ENOTCONN (its getpeername() finds no peer), NotConnected in Deno 2.9.
+ * Nothing is short and the next client is fine: skip it at once. Anything
+ * else (EMFILE, ENFILE, ENOBUFS, ENOMEM, or unknown) is worth a pause.
+ */
+export function isOneClientsFailure(err: unknown): boolean {
+  if (
+    err instanceof Deno.errors.NotConnected ||
+    err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.ConnectionAborted
+  ) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === "string") {
+    return ["ENOTCONN", "ECONNRESET", "ECONNABORTED"].includes(code);
+  }
+  // ENOTCONN, ECONNRESET, ECONNABORTED as Linux numbers them.
+  return /\(os error (107|104|103)\)/.test(String(err));
+}
+
 /** Anything with a `write` that may take only part of the bytes. */
 export interface Writer {
   write(p: Uint8Array): Promise<number>;
