@@ -626,9 +626,7 @@ function explainTransferError(err: unknown, where: string): string {
   ) {
     return `${where} closed the connection before taking all our bytes`;
   }
-  return `connection to ${where} failed: ${
-    err instanceof Error ? err.message : err
-  }`;
+  return `connection to ${where} failed: ${errorText(err)}`;
 }
 
 /**
@@ -644,7 +642,7 @@ function explainConnectError(
 ): string {
   const where = `tcp ${formatAddr({ hostname, port })}`;
   const code = (err as { code?: unknown }).code;
-  const message = err instanceof Error ? err.message : String(err);
+  const message = errorText(err);
   // A host answered our SYN with a reset (RST) at once: it is there, but no
   // socket accepts on that address and port. A server bound to another of
   // its addresses (only 127.0.0.1, say) does not accept on this one, so we
@@ -867,9 +865,9 @@ class Collector {
 }
 
 // ===== shared block: begin =====
-// The same lines stand in server.ts, http.ts, client.ts and udp.ts, so each
-// file runs alone when copied; tests/shared_block_test.ts keeps them equal.
-// Change one copy, then paste it into the other three.
+// Written by `deno task sync` from lib/plumbing.ts: only what this file
+// uses, so that it runs alone when copied. Edit lib/plumbing.ts, not here;
+// tests/shared_block_test.ts fails when this copy is stale.
 
 /** A bad command line: the reason is printed with the usage, exit 2. */
 export class UsageError extends Error {}
@@ -886,7 +884,7 @@ export function parseFlags<T extends ParseArgsOptionsConfig>(
   try {
     return parseArgs({ args, options, allowPositionals, strict: true });
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorText(err);
     const flag = /'(-[^' ]*)/.exec(message)?.[1] ?? "";
     const code = (err as { code?: string }).code;
     if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
@@ -953,17 +951,9 @@ export function parseInteger(
   return n;
 }
 
-/** A number of seconds, 0 or more (`0.5` allowed), or a {@link UsageError}. */
-export function parseSeconds(flag: string, text: string): number {
-  const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
-  if (!(n >= 0)) {
-    throw new UsageError(
-      `${flag} must be a number of seconds from 0 to 999999999, not ${
-        JSON.stringify(text)
-      }`,
-    );
-  }
-  return n;
+/** What went wrong, in words: an Error's message, or whatever was thrown. */
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 /** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
@@ -981,59 +971,17 @@ export function allowNetHost(hostname: string): string {
   return hostname.includes(":") ? `[${hostname}]` : hostname;
 }
 
-/**
- * Why a listening socket could not be opened, in one sentence that names
- * the protocol and address (`where`, e.g. `tcp 127.0.0.1:8080`) and what to
- * try: another program has the port, Deno lacks the grant, the OS refuses a
- * low port, the address is not this machine's, the name does not resolve.
- */
-export function explainListenError(
-  err: unknown,
-  where: string,
-  hostname: string,
-): string {
-  if (err instanceof Deno.errors.AddrInUse) {
-    return `${where} is already in use: another socket (of this program or another) holds that address and port; stop it, or pick another --port (--port 0 picks a free one)`;
-  }
-  if (err instanceof Deno.errors.NotCapable) {
-    return `Deno has no permission to listen on ${where}; run again with --allow-net=${
-      allowNetHost(hostname)
-    }`;
-  }
-  if (err instanceof Deno.errors.PermissionDenied) {
-    return `the OS refused to let this process listen on ${where} (ports below 1024 need privileges); use a port from 1024 up`;
-  }
-  if (err instanceof Deno.errors.AddrNotAvailable) {
-    return `cannot listen on ${where}: that address does not belong to this machine; try 127.0.0.1`;
-  }
-  const message = err instanceof Error ? err.message : String(err);
-  if (/lookup|resolve|Name or service not known|No address/i.test(message)) {
-    return `cannot listen on ${where}: the name ${
-      JSON.stringify(hostname)
-    } does not resolve to an address; check the spelling or use an address such as 127.0.0.1`;
-  }
-  return `cannot listen on ${where}: ${message}`;
-}
-
-/**
- * Whether a failed `accept()` belongs to one client only: it connected and
- * reset (or aborted) before we accepted it. Deno then fails accept() with
- * ENOTCONN (its getpeername() finds no peer), NotConnected in Deno 2.9.
- * Nothing is short and the next client is fine: skip it at once. Anything
- * else (EMFILE, ENFILE, ENOBUFS, ENOMEM, or unknown) is worth a pause.
- */
-export function isOneClientsFailure(err: unknown): boolean {
-  if (
-    err instanceof Deno.errors.NotConnected ||
-    err instanceof Deno.errors.ConnectionReset ||
-    err instanceof Deno.errors.ConnectionAborted
-  ) return true;
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === "string") {
-    return ["ENOTCONN", "ECONNRESET", "ECONNABORTED"].includes(code);
-  }
-  // ENOTCONN, ECONNRESET, ECONNABORTED as Linux numbers them.
-  return /\(os error (107|104|103)\)/.test(String(err));
+/** Resolve after `ms`, or at once when `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }
 
 /** Anything with a `write` that may take only part of the bytes. */
@@ -1058,25 +1006,25 @@ export async function writeAll(
   }
 }
 
+const logState = {
+  lines: [] as string[],
+  queued: 0,
+  dropped: 0,
+  failed: false,
+  writing: undefined as Promise<void> | undefined,
+};
+
 /**
- * Print a log line on stdout. Logging is best effort: when stdout cannot
- * be written (terminal closed, disk full, /dev/full, a closed pipe) the
- * program goes on serving, and says so once on stderr.
+ * Wait until the queued log lines are written, at most `ms` milliseconds
+ * (stdout may never be read again). Before exit, so the summary is seen.
  */
-export function log(line: string): void {
-  try {
-    console.log(line);
-  } catch (err) {
-    if (logFailed) return;
-    logFailed = true;
-    warn(
-      `warning: cannot write to stdout (${
-        err instanceof Error ? err.message : err
-      }); going on without log lines`,
-    );
+export async function flushLog(ms = 2000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (logState.writing && performance.now() < deadline) {
+    const left = deadline - performance.now();
+    await Promise.race([logState.writing, sleep(left)]);
   }
 }
-let logFailed = false;
 
 /** Print a line on stderr; if even that fails, there is nowhere to say so. */
 export function warn(line: string): void {
@@ -1120,26 +1068,6 @@ export function traceBytes(
 }
 
 /**
- * Call `stop` on the first SIGINT (Ctrl-C) or SIGTERM, `force` on a second.
- * Add the listeners before printing the listening line: a signal that comes
- * before them kills the process. Returns a function that removes them.
- */
-export function onStopSignals(
-  stop: () => void,
-  force: () => void = () => {},
-): () => void {
-  let count = 0;
-  const handler = () => ++count === 1 ? stop() : force();
-  const signals: Deno.Signal[] = Deno.build.os === "windows"
-    ? ["SIGINT"]
-    : ["SIGINT", "SIGTERM"];
-  for (const s of signals) Deno.addSignalListener(s, handler);
-  return () => {
-    for (const s of signals) Deno.removeSignalListener(s, handler);
-  };
-}
-
-/**
  * Run a command-line `main` and exit: a {@link UsageError} prints the reason
  * and `usage` (exit 2); any other error is an expected failure, one
  * `error:` line with no stack trace (exit 1).
@@ -1153,13 +1081,10 @@ export async function runMain(
     code = await main(Deno.args);
   } catch (err) {
     const usageError = err instanceof UsageError;
-    warn(
-      `error: ${err instanceof Error ? err.message : err}${
-        usageError ? `\n\n${usage}` : ""
-      }`,
-    );
+    warn(`error: ${errorText(err)}${usageError ? `\n\n${usage}` : ""}`);
     code = usageError ? 2 : 1;
   }
+  await flushLog();
   Deno.exit(code);
 }
 
@@ -1174,7 +1099,7 @@ export async function writeStdout(data: Uint8Array | string): Promise<void> {
     // Whoever reads our stdout went away (`| head`): that is their choice.
     if (err instanceof Deno.errors.BrokenPipe) Deno.exit(0);
     throw new Error(
-      `cannot write to stdout: ${err instanceof Error ? err.message : err}`,
+      `cannot write to stdout: ${errorText(err)}`,
       { cause: err },
     );
   }

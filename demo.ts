@@ -29,7 +29,7 @@
  * and clients rather than copying them.
  */
 import { exchange, type Trace } from "./client.ts";
-import { listenTcp, serveTcp } from "./server.ts";
+import { errorText, listenTcp, serveTcp } from "./server.ts";
 import {
   formatAddr,
   listenUdp,
@@ -259,7 +259,7 @@ if (import.meta.main) {
   try {
     await runDemo();
   } catch (err) {
-    console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
+    console.error(`error: ${errorText(err)}`);
     Deno.exit(1);
   }
 }

@@ -91,14 +91,14 @@ export async function serveHttp(
   // already completed (SYN, SYN-ACK, ACK) and queued; it waits if there is
   // none. Each connection gets its own handler and the loop goes straight
   // back to accept(): we never wait for one client before taking the next.
-  const backoff = new AcceptBackoff(opts.warn ?? warn);
+  const backoff = new AcceptBackoff(opts.warn ?? warn, signal);
   while (!signal.aborted) {
     let conn: Deno.TcpConn;
     try {
       conn = await listener.accept();
     } catch (err) {
       if (signal.aborted || err instanceof Deno.errors.BadResource) break;
-      await backoff.after(err, signal); // one client's reset: no wait at all
+      await backoff.after(err); // one client's reset: no wait at all
       continue;
     }
     backoff.reset();
@@ -142,7 +142,9 @@ export async function serveHttp(
     logLine(
       `http stopping: ${open.size} open, up to ${opts.grace} s to finish`,
     );
-    await finishWithin(handlers, open, opts.grace, opts.force);
+    await finishWithin(handlers, opts.grace, (reason) => {
+      for (const stop of open.values()) stop.abort(reason);
+    }, opts.force);
   }
   return summary;
 }
@@ -880,77 +882,6 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | false> {
 }
 
 /**
- * After the accept loop has stopped: wait for the open exchanges, at most
- * `grace` seconds (or until `force` aborts), then close what is left.
- */
-async function finishWithin(
-  handlers: Set<Promise<void>>,
-  open: Map<number, AbortController>,
-  grace: number,
-  force?: AbortSignal,
-): Promise<void> {
-  const closeAll = (reason: string) => {
-    for (const stop of open.values()) stop.abort(reason);
-  };
-  const timer = setTimeout(
-    () => closeAll(`shutdown, grace of ${grace} s over`),
-    grace * 1000,
-  );
-  const forced = () => closeAll("shutdown, forced by a second signal");
-  force?.addEventListener("abort", forced, { once: true });
-  if (force?.aborted) forced();
-  await Promise.all(handlers);
-  clearTimeout(timer);
-  force?.removeEventListener("abort", forced);
-}
-
-/**
- * How the accept loop treats a failed accept(). One that belongs to one
- * connection (the client reset before we took it: ENOTCONN, ECONNRESET,
- * ECONNABORTED) is skipped at once: waiting would only delay the next
- * client. A shortage (EMFILE, ENFILE: no file descriptors; ENOBUFS, ENOMEM)
- * will not go away by retrying at once, so we back off briefly, 10 ms
- * doubling up to 1 s, and say so; so do we for an error we do not know,
- * rather than spin on it.
- */
-class AcceptBackoff {
-  #ms = 0;
-  #warn: (line: string) => void;
-  constructor(warn: (line: string) => void) {
-    this.#warn = warn;
-  }
-  reset(): void {
-    this.#ms = 0;
-  }
-  async after(err: unknown, signal: AbortSignal): Promise<void> {
-    if (isOneClientsFailure(err)) return;
-    const message = err instanceof Error ? err.message : String(err);
-    this.#ms = Math.min(Math.max(this.#ms * 2, 10), 1000);
-    this.#warn(
-      `warning: accept failed: ${message}; retrying in ${this.#ms} ms`,
-    );
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, this.#ms);
-      signal.addEventListener("abort", done, { once: true });
-    });
-  }
-}
-
-function describeConnectionError(err: unknown): string {
-  if (err instanceof Deno.errors.ConnectionReset) return "reset by the client";
-  if (err instanceof Deno.errors.BrokenPipe) {
-    return "the client stopped reading (broken pipe)";
-  }
-  if (err instanceof Deno.errors.NotConnected) return "the client went away";
-  return err instanceof Error ? err.message : String(err);
-}
-
-/**
  * The command-line program: parse flags, listen, print the listening line,
  * serve until SIGINT/SIGTERM, print a summary. Returns the exit status;
  * throws {@link UsageError} or an Error with a plain reason.
@@ -984,9 +915,9 @@ export async function main(args: string[]): Promise<number> {
 }
 
 // ===== shared block: begin =====
-// The same lines stand in server.ts, http.ts, client.ts and udp.ts, so each
-// file runs alone when copied; tests/shared_block_test.ts keeps them equal.
-// Change one copy, then paste it into the other three.
+// Written by `deno task sync` from lib/plumbing.ts: only what this file
+// uses, so that it runs alone when copied. Edit lib/plumbing.ts, not here;
+// tests/shared_block_test.ts fails when this copy is stale.
 
 /** A bad command line: the reason is printed with the usage, exit 2. */
 export class UsageError extends Error {}
@@ -1003,7 +934,7 @@ export function parseFlags<T extends ParseArgsOptionsConfig>(
   try {
     return parseArgs({ args, options, allowPositionals, strict: true });
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorText(err);
     const flag = /'(-[^' ]*)/.exec(message)?.[1] ?? "";
     const code = (err as { code?: string }).code;
     if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
@@ -1070,17 +1001,29 @@ export function parseInteger(
   return n;
 }
 
-/** A number of seconds, 0 or more (`0.5` allowed), or a {@link UsageError}. */
+// The longest wait a JavaScript timer holds: 2^31-1 ms, about 24.8 days. A
+// longer setTimeout fires at once, so a longer timeout flag is refused.
+export const MAX_TIMER_SECONDS = 2_147_483;
+
+/**
+ * A number of seconds from 0 to {@link MAX_TIMER_SECONDS} (`0.5` allowed),
+ * or a {@link UsageError}.
+ */
 export function parseSeconds(flag: string, text: string): number {
   const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
-  if (!(n >= 0)) {
+  if (!(n >= 0 && n <= MAX_TIMER_SECONDS)) {
     throw new UsageError(
-      `${flag} must be a number of seconds from 0 to 999999999, not ${
+      `${flag} must be a number of seconds from 0 to ${MAX_TIMER_SECONDS} (about 24 days, the longest timer JavaScript holds), not ${
         JSON.stringify(text)
       }`,
     );
   }
   return n;
+}
+
+/** What went wrong, in words: an Error's message, or whatever was thrown. */
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 /** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
@@ -1123,7 +1066,7 @@ export function explainListenError(
   if (err instanceof Deno.errors.AddrNotAvailable) {
     return `cannot listen on ${where}: that address does not belong to this machine; try 127.0.0.1`;
   }
-  const message = err instanceof Error ? err.message : String(err);
+  const message = errorText(err);
   if (/lookup|resolve|Name or service not known|No address/i.test(message)) {
     return `cannot listen on ${where}: the name ${
       JSON.stringify(hostname)
@@ -1153,6 +1096,82 @@ export function isOneClientsFailure(err: unknown): boolean {
   return /\(os error (107|104|103)\)/.test(String(err));
 }
 
+/**
+ * How an accept loop treats a failed accept(). One that belongs to one
+ * client ({@link isOneClientsFailure}) is skipped at once: waiting would
+ * only delay the next client. A shortage (EMFILE, ENFILE: no descriptors
+ * left; ENOBUFS, ENOMEM) does not go away by retrying at once, so we back
+ * off, 10 ms doubling up to 1 s, and say so; as for an error we do not know,
+ * rather than spin on it.
+ */
+export class AcceptBackoff {
+  #ms = 0;
+  constructor(
+    readonly warn: (line: string) => void,
+    readonly signal: AbortSignal,
+  ) {}
+  /** A connection was accepted: the next shortage starts again at 10 ms. */
+  reset(): void {
+    this.#ms = 0;
+  }
+  /** accept() failed with `err`: return at once, or after the pause. */
+  async after(err: unknown): Promise<void> {
+    if (isOneClientsFailure(err)) return;
+    this.#ms = Math.min(Math.max(this.#ms * 2, 10), 1000);
+    this.warn(
+      `warning: accept failed: ${errorText(err)}; retrying in ${this.#ms} ms`,
+    );
+    await sleep(this.#ms, this.signal);
+  }
+}
+
+/** Why a connection failed, as its close line says it. */
+export function describeConnectionError(err: unknown): string {
+  if (err instanceof Deno.errors.ConnectionReset) return "reset by the client";
+  if (err instanceof Deno.errors.BrokenPipe) {
+    return "the client stopped reading (broken pipe)";
+  }
+  if (err instanceof Deno.errors.NotConnected) return "the client went away";
+  return errorText(err);
+}
+
+/** Resolve after `ms`, or at once when `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+/**
+ * Shutdown, once the accept loop has stopped: wait for the open handlers,
+ * at most `grace` seconds (or until `force` aborts), then `closeAll` with
+ * the reason, and wait for the handlers to end.
+ */
+export async function finishWithin(
+  handlers: Set<Promise<void>>,
+  grace: number,
+  closeAll: (reason: string) => void,
+  force?: AbortSignal,
+): Promise<void> {
+  const timer = setTimeout(
+    () => closeAll(`shutdown, grace of ${grace} s over`),
+    grace * 1000,
+  );
+  const forced = () => closeAll("shutdown, forced by a second signal");
+  force?.addEventListener("abort", forced, { once: true });
+  if (force?.aborted) forced();
+  // Handlers that end meanwhile leave the set: wait until it is empty.
+  while (handlers.size > 0) await Promise.all(handlers);
+  clearTimeout(timer);
+  force?.removeEventListener("abort", forced);
+}
+
 /** Anything with a `write` that may take only part of the bytes. */
 export interface Writer {
   write(p: Uint8Array): Promise<number>;
@@ -1175,25 +1194,91 @@ export async function writeAll(
   }
 }
 
+// Log lines wait here for stdout, at most this many bytes of them. A
+// reader that stops (`| less` at a screenful, a suspended `| grep`, a
+// terminal paused with Ctrl-S) must not stop the server: beyond the bound,
+// lines are dropped and counted, and one line says how many.
+export const LOG_QUEUE_BYTES = 1 << 20;
+// One write at most this big, whole lines only: the OS writes up to 4 KiB to
+// a pipe in one piece, so lines from several writers (Workers) never mix.
+const LOG_WRITE_BYTES = 4096;
+
 /**
- * Print a log line on stdout. Logging is best effort: when stdout cannot
- * be written (terminal closed, disk full, /dev/full, a closed pipe) the
- * program goes on serving, and says so once on stderr.
+ * Print a log line on stdout. Logging is best effort: it never waits for
+ * stdout (lines queue, and are written asynchronously), a reader that
+ * falls behind loses lines (counted, never the service), and when stdout
+ * cannot be written at all (terminal closed, disk full, /dev/full, a closed
+ * pipe) the program goes on serving, and says so once on stderr.
  */
 export function log(line: string): void {
+  if (logState.failed) return;
+  const size = line.length + 1;
+  if (logState.queued + size > LOG_QUEUE_BYTES) {
+    if (logState.dropped++ === 0) {
+      warn("warning: stdout is not being read; dropping log lines");
+    }
+    return;
+  }
+  if (logState.dropped > 0) {
+    const note =
+      `(${logState.dropped} log lines dropped: stdout was not read fast enough)`;
+    logState.dropped = 0;
+    logState.lines.push(note);
+    logState.queued += note.length + 1;
+  }
+  logState.lines.push(line);
+  logState.queued += size;
+  if (!logState.writing) logState.writing = drainLog();
+}
+
+const logState = {
+  lines: [] as string[],
+  queued: 0,
+  dropped: 0,
+  failed: false,
+  writing: undefined as Promise<void> | undefined,
+};
+
+/** Write the queued log lines, in order, until none is left. */
+async function drainLog(): Promise<void> {
+  const encoder = new TextEncoder();
   try {
-    console.log(line);
+    while (logState.lines.length > 0) {
+      let batch = "";
+      let n = 0;
+      const lines = logState.lines;
+      while (
+        n < lines.length &&
+        (n === 0 || batch.length + lines[n].length + 1 <= LOG_WRITE_BYTES)
+      ) batch += lines[n++] + "\n";
+      lines.splice(0, n);
+      logState.queued -= batch.length;
+      await writeAll(Deno.stdout, encoder.encode(batch));
+    }
   } catch (err) {
-    if (logFailed) return;
-    logFailed = true;
+    logState.failed = true;
+    logState.lines = [];
     warn(
       `warning: cannot write to stdout (${
-        err instanceof Error ? err.message : err
+        errorText(err)
       }); going on without log lines`,
     );
+  } finally {
+    logState.writing = undefined;
   }
 }
-let logFailed = false;
+
+/**
+ * Wait until the queued log lines are written, at most `ms` milliseconds
+ * (stdout may never be read again). Before exit, so the summary is seen.
+ */
+export async function flushLog(ms = 2000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (logState.writing && performance.now() < deadline) {
+    const left = deadline - performance.now();
+    await Promise.race([logState.writing, sleep(left)]);
+  }
+}
 
 /** Print a line on stderr; if even that fails, there is nowhere to say so. */
 export function warn(line: string): void {
@@ -1239,20 +1324,24 @@ export function traceBytes(
 /**
  * Call `stop` on the first SIGINT (Ctrl-C) or SIGTERM, `force` on a second.
  * Add the listeners before printing the listening line: a signal that comes
- * before them kills the process. Returns a function that removes them.
+ * before them kills the process. `signals` may add SIGHUP (the terminal
+ * closed). Returns a function that removes them.
  */
 export function onStopSignals(
-  stop: () => void,
-  force: () => void = () => {},
+  stop: (signal: Deno.Signal) => void,
+  force: (signal: Deno.Signal) => void = () => {},
+  signals: Deno.Signal[] = ["SIGINT", "SIGTERM"],
 ): () => void {
   let count = 0;
-  const handler = () => ++count === 1 ? stop() : force();
-  const signals: Deno.Signal[] = Deno.build.os === "windows"
-    ? ["SIGINT"]
-    : ["SIGINT", "SIGTERM"];
-  for (const s of signals) Deno.addSignalListener(s, handler);
+  const handlers = new Map<Deno.Signal, () => void>();
+  const wanted = Deno.build.os === "windows" ? ["SIGINT" as const] : signals;
+  for (const s of wanted) {
+    const handler = () => ++count === 1 ? stop(s) : force(s);
+    handlers.set(s, handler);
+    Deno.addSignalListener(s, handler);
+  }
   return () => {
-    for (const s of signals) Deno.removeSignalListener(s, handler);
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   };
 }
 
@@ -1270,13 +1359,10 @@ export async function runMain(
     code = await main(Deno.args);
   } catch (err) {
     const usageError = err instanceof UsageError;
-    warn(
-      `error: ${err instanceof Error ? err.message : err}${
-        usageError ? `\n\n${usage}` : ""
-      }`,
-    );
+    warn(`error: ${errorText(err)}${usageError ? `\n\n${usage}` : ""}`);
     code = usageError ? 2 : 1;
   }
+  await flushLog();
   Deno.exit(code);
 }
 
@@ -1291,7 +1377,7 @@ export async function writeStdout(data: Uint8Array | string): Promise<void> {
     // Whoever reads our stdout went away (`| head`): that is their choice.
     if (err instanceof Deno.errors.BrokenPipe) Deno.exit(0);
     throw new Error(
-      `cannot write to stdout: ${err instanceof Error ? err.message : err}`,
+      `cannot write to stdout: ${errorText(err)}`,
       { cause: err },
     );
   }

@@ -41,7 +41,7 @@
  *   ip netns exec b deno run --allow-net client.ts --hostname 198.18.0.1 --port 9000 hi
  *   ip netns del a; ip netns del b       (the veth pair goes with them)
  */
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 
 // ───── the lesson: two hosts, four bind addresses, three failures ─────
 
@@ -312,7 +312,7 @@ export async function lab(options: LabOptions): Promise<number> {
   const { a, b } = labHosts();
   await preflight(a, b);
   const run = new Lab(options);
-  const removeListener = onStopSignals(run, [a, b]);
+  const removeListener = removeAllOnSignals(run, [a, b]);
   try {
     console.log(
       `two hosts in network namespaces, joined by a veth pair (${LINK_NET}):`,
@@ -377,44 +377,42 @@ options:
               to build the lab by hand)
   --help      show this help`;
 
-/** A bad command line: the reason is printed with the usage, exit 2. */
-export class UsageError extends Error {}
+const FLAGS = {
+  verbose: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsOptionsConfig;
 
 /** Parse the command line; `"help"` for `--help`. */
 export function parseLabArgs(args: string[]): LabOptions | "help" {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        verbose: { type: "boolean" },
-        help: { type: "boolean" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    const arg = /'([^']*)'/.exec(message)?.[1] ?? "";
-    throw new UsageError(
-      /Unknown option/i.test(message)
-        ? `unknown flag ${JSON.stringify(arg)}`
-        : /positional/i.test(message)
-        ? `unexpected argument ${JSON.stringify(arg)}`
-        : message.split("\n")[0],
-    );
-  }
+  const { values } = parseFlags(args, FLAGS);
   if (values.help) return "help";
   return { verbose: values.verbose ?? false };
 }
 
+/**
+ * The command-line program: the lab, its exit status, and errors said for
+ * a person (a missing Deno grant names the command that has them).
+ */
 async function main(args: string[]): Promise<number> {
   const options = parseLabArgs(args);
   if (options === "help") {
-    console.log(USAGE);
+    await writeStdout(USAGE + "\n");
     return 0;
   }
-  return await lab(options);
+  try {
+    return await lab(options);
+  } catch (err) {
+    // Stopped by a signal: what failed then was our own clean-up at work.
+    if (stoppedBy) return exitCodeOf(stoppedBy);
+    if (err instanceof Deno.errors.NotCapable) {
+      throw new Error(
+        `Deno did not grant what the lab needs (${
+          errorText(err)
+        }); run it with deno task lab, or deno run --allow-run --allow-read --allow-env lab.ts`,
+      );
+    }
+    throw err;
+  }
 }
 
 // --- preflight: say why the lab cannot work, before making anything -------
@@ -423,7 +421,8 @@ async function main(args: string[]): Promise<number> {
 const SCRIPTS = ["server.ts", "client.ts", "udp.ts"];
 
 function scriptPath(script: string): string {
-  return new URL(script, import.meta.url).pathname;
+  // A URL's path is percent-encoded ("My%20Projects"): decode it for a path.
+  return decodeURIComponent(new URL(script, import.meta.url).pathname);
 }
 
 /** Where `ip` is: on PATH, or in /usr/sbin or /sbin (not on every PATH). */
@@ -809,42 +808,33 @@ async function* lines(stream: ReadableStream<Uint8Array>) {
   if (rest) yield rest;
 }
 
-/**
- * Ctrl-C or SIGTERM: remove everything, then exit (130 / 143). A second
- * signal while removing exits at once, with the commands to finish by hand.
- */
 /** The signal that stopped the lab, if one did. */
 let stoppedBy: Deno.Signal | undefined;
 
 /** The shell's exit status for a process stopped by `signal`. */
 function exitCodeOf(signal: Deno.Signal): number {
-  return signal === "SIGINT" ? 130 : 143;
+  return signal === "SIGINT" ? 130 : signal === "SIGHUP" ? 129 : 143;
 }
 
-function onStopSignals(run: Lab, hosts: Host[]): () => void {
-  let count = 0;
-  const handler = (signal: Deno.Signal) => async () => {
-    if (++count > 1) {
-      console.error(
-        `error: stopped before the lab was removed; as root, run: ${
-          hosts.map((h) => `ip netns del ${h.netns}`).join("; ")
-        }`,
-      );
-      Deno.exit(1);
-    }
+/**
+ * Ctrl-C, SIGTERM or SIGHUP (the terminal closed, the SSH session dropped):
+ * remove everything, then exit (130 / 143 / 129). A second signal while
+ * removing exits at once, with the commands to finish by hand.
+ */
+function removeAllOnSignals(run: Lab, hosts: Host[]): () => void {
+  return onStopSignals(async (signal) => {
     stoppedBy = signal;
     console.error(`lab: ${signal}: removing the namespaces and processes`);
     await run.removeAll(hosts);
     Deno.exit(exitCodeOf(signal));
-  };
-  const handlers = new Map<Deno.Signal, () => void>([
-    ["SIGINT", handler("SIGINT")],
-    ["SIGTERM", handler("SIGTERM")],
-  ]);
-  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
-  return () => {
-    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-  };
+  }, () => {
+    console.error(
+      `error: stopped before the lab was removed; as root, run: ${
+        hosts.map((h) => `ip netns del ${h.netns}`).join("; ")
+      }`,
+    );
+    Deno.exit(1);
+  }, ["SIGINT", "SIGTERM", "SIGHUP"]);
 }
 
 // --- printing ---------------------------------------------------------------
@@ -939,11 +929,152 @@ function printFailures(failures: Failure[]): void {
   }
 }
 
+// ===== shared block: begin =====
+// Written by `deno task sync` from lib/plumbing.ts: only what this file
+// uses, so that it runs alone when copied. Edit lib/plumbing.ts, not here;
+// tests/shared_block_test.ts fails when this copy is stale.
+
+/** A bad command line: the reason is printed with the usage, exit 2. */
+export class UsageError extends Error {}
+
 /**
- * Run `main` and exit: a {@link UsageError} prints the reason and the
- * usage (exit 2); any other error one `error:` line, no stack trace (1).
+ * Parse `args` with `parseArgs` from `node:util` (built into Deno), turning
+ * its errors into one-line {@link UsageError}s a person can act on.
  */
-async function runMain(
+export function parseFlags<T extends ParseArgsOptionsConfig>(
+  args: string[],
+  options: T,
+  allowPositionals = false,
+) {
+  try {
+    return parseArgs({ args, options, allowPositionals, strict: true });
+  } catch (err) {
+    const message = errorText(err);
+    const flag = /'(-[^' ]*)/.exec(message)?.[1] ?? "";
+    const code = (err as { code?: string }).code;
+    if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+      throw new UsageError(`unknown flag ${JSON.stringify(flag)}`);
+    }
+    if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
+      const arg = /'([^']*)'/.exec(message)?.[1] ?? "";
+      throw new UsageError(`unexpected argument ${JSON.stringify(arg)}`);
+    }
+    if (/does not take an argument/.test(message)) {
+      throw new UsageError(`${flag} takes no value`);
+    }
+    if (/ambiguous/.test(message)) {
+      // `--port -1`: parseArgs will not take a value that looks like a flag.
+      const next = args[args.indexOf(flag) + 1] ?? "";
+      throw new UsageError(
+        `${flag} does not take ${
+          JSON.stringify(next)
+        } (a value that starts with "-" is written ${flag}=${next})`,
+      );
+    }
+    if (/argument missing/.test(message)) {
+      throw new UsageError(`${flag} needs a value`);
+    }
+    throw new UsageError(message.split("\n")[0]);
+  }
+}
+
+/** What went wrong, in words: an Error's message, or whatever was thrown. */
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Resolve after `ms`, or at once when `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** Anything with a `write` that may take only part of the bytes. */
+export interface Writer {
+  write(p: Uint8Array): Promise<number>;
+}
+
+/**
+ * Write all of `data`: `write()` may accept only part of it per call, so
+ * loop. `onWrite`, if given, sees each piece a single write() took.
+ */
+export async function writeAll(
+  writer: Writer,
+  data: Uint8Array,
+  onWrite?: (piece: Uint8Array) => void,
+): Promise<void> {
+  let written = 0;
+  while (written < data.length) {
+    const n = await writer.write(data.subarray(written));
+    if (onWrite) onWrite(data.subarray(written, written + n));
+    written += n;
+  }
+}
+
+const logState = {
+  lines: [] as string[],
+  queued: 0,
+  dropped: 0,
+  failed: false,
+  writing: undefined as Promise<void> | undefined,
+};
+
+/**
+ * Wait until the queued log lines are written, at most `ms` milliseconds
+ * (stdout may never be read again). Before exit, so the summary is seen.
+ */
+export async function flushLog(ms = 2000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (logState.writing && performance.now() < deadline) {
+    const left = deadline - performance.now();
+    await Promise.race([logState.writing, sleep(left)]);
+  }
+}
+
+/** Print a line on stderr; if even that fails, there is nowhere to say so. */
+export function warn(line: string): void {
+  try {
+    console.error(line);
+  } catch { /* stderr is gone too */ }
+}
+
+/**
+ * Call `stop` on the first SIGINT (Ctrl-C) or SIGTERM, `force` on a second.
+ * Add the listeners before printing the listening line: a signal that comes
+ * before them kills the process. `signals` may add SIGHUP (the terminal
+ * closed). Returns a function that removes them.
+ */
+export function onStopSignals(
+  stop: (signal: Deno.Signal) => void,
+  force: (signal: Deno.Signal) => void = () => {},
+  signals: Deno.Signal[] = ["SIGINT", "SIGTERM"],
+): () => void {
+  let count = 0;
+  const handlers = new Map<Deno.Signal, () => void>();
+  const wanted = Deno.build.os === "windows" ? ["SIGINT" as const] : signals;
+  for (const s of wanted) {
+    const handler = () => ++count === 1 ? stop(s) : force(s);
+    handlers.set(s, handler);
+    Deno.addSignalListener(s, handler);
+  }
+  return () => {
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  };
+}
+
+/**
+ * Run a command-line `main` and exit: a {@link UsageError} prints the reason
+ * and `usage` (exit 2); any other error is an expected failure, one
+ * `error:` line with no stack trace (exit 1).
+ */
+export async function runMain(
   main: (args: string[]) => Promise<number>,
   usage: string,
 ): Promise<never> {
@@ -951,16 +1082,28 @@ async function runMain(
   try {
     code = await main(Deno.args);
   } catch (err) {
-    // Stopped by a signal: what failed then was our own clean-up at work.
-    if (stoppedBy) Deno.exit(exitCodeOf(stoppedBy));
     const usageError = err instanceof UsageError;
-    const message = err instanceof Error ? err.message : String(err);
-    console.error(
-      err instanceof Deno.errors.NotCapable
-        ? `error: Deno did not grant what the lab needs (${message}); run it with deno task lab, or deno run --allow-run --allow-read --allow-env lab.ts`
-        : `error: ${message}${usageError ? `\n\n${usage}` : ""}`,
-    );
+    warn(`error: ${errorText(err)}${usageError ? `\n\n${usage}` : ""}`);
     code = usageError ? 2 : 1;
   }
+  await flushLog();
   Deno.exit(code);
 }
+
+/** Print text on stdout (usage, data); a failure is an `error:` line. */
+export async function writeStdout(data: Uint8Array | string): Promise<void> {
+  const bytes = typeof data === "string"
+    ? new TextEncoder().encode(data)
+    : data;
+  try {
+    await writeAll(Deno.stdout, bytes);
+  } catch (err) {
+    // Whoever reads our stdout went away (`| head`): that is their choice.
+    if (err instanceof Deno.errors.BrokenPipe) Deno.exit(0);
+    throw new Error(
+      `cannot write to stdout: ${errorText(err)}`,
+      { cause: err },
+    );
+  }
+}
+// ===== shared block: end =====

@@ -89,7 +89,6 @@ export async function serveTcp(
   // Why not `for await (const conn of listener)`? One failed accept() ends
   // that loop, and with it the server; yet accept() fails every day: a
   // client resets before we take it, the process runs out of descriptors.
-  let pause = 0;
   while (!server.stopping) {
     let conn: Deno.TcpConn;
     try {
@@ -98,14 +97,13 @@ export async function serveTcp(
       conn = await listener.accept();
     } catch (err) {
       if (server.stopping || err instanceof Deno.errors.BadResource) break;
-      // One client's failure (it reset before we got to it): skip it now.
-      if (isOneClientsFailure(err)) continue;
-      // A shortage (out of descriptors or memory): pause, longer each time.
-      pause = Math.min(Math.max(pause * 2, 10), 1000);
-      await server.pauseAccepting(err, pause);
+      // One client's failure (it reset before we got to it) is skipped at
+      // once; a shortage (out of descriptors or memory) pauses, longer each
+      // time, instead of spinning on the same failure.
+      await server.backoff.after(err);
       continue;
     }
-    pause = 0;
+    server.backoff.reset();
     // Not awaited: each connection runs in its own handler, concurrently.
     server.track(handleConnection(server, conn));
   }
@@ -412,6 +410,8 @@ class Server {
     bytesIn: 0,
     bytesOut: 0,
   };
+  /** How the accept loop waits after a failed accept(). */
+  readonly backoff: AcceptBackoff;
   readonly #open = new Map<number, Connection>();
   readonly #handlers = new Set<Promise<void>>();
   readonly #listener: Deno.TcpListener;
@@ -437,6 +437,7 @@ class Server {
     this.#print = options.log ?? log;
     this.#log = this.#options.quiet ? () => {} : this.#print;
     this.#warn = options.warn ?? warn;
+    this.backoff = new AcceptBackoff(this.#warn, this.#signal);
     // Closing the listener is how a pending accept() is interrupted.
     this.#signal.addEventListener("abort", this.#closeListener, {
       once: true,
@@ -456,9 +457,7 @@ class Server {
     const tracked: Promise<void> = handler
       .catch((err) =>
         this.#warn(
-          `warning: connection handler failed: ${
-            err instanceof Error ? err.message : err
-          }`,
+          `warning: connection handler failed: ${errorText(err)}`,
         )
       )
       .finally(() => this.#handlers.delete(tracked));
@@ -517,20 +516,6 @@ class Server {
   }
 
   /**
-   * accept() failed for want of a resource (descriptors, memory): say so
-   * and wait `ms` (or until stopped) before accepting again, instead of
-   * spinning on the same failure.
-   */
-  async pauseAccepting(err: unknown, ms: number): Promise<void> {
-    this.#warn(
-      `warning: accept failed: ${
-        err instanceof Error ? err.message : err
-      }; retrying in ${ms} ms`,
-    );
-    await sleep(ms, this.#signal);
-  }
-
-  /**
    * Stopped accepting: give the open connections the grace period to
    * finish (a second signal, `force`, ends it early), then close what is
    * left. Returns the totals.
@@ -543,37 +528,14 @@ class Server {
       this.#log(
         `tcp stopping: ${this.#open.size} open, up to ${grace} s to finish`,
       );
-      const closeAll = (reason: string) => {
+      await finishWithin(this.#handlers, grace, (reason) => {
         for (const c of this.#open.values()) closeConnection(c, reason);
-      };
-      const timer = setTimeout(
-        () => closeAll(`shutdown, grace of ${grace} s over`),
-        grace * 1000,
-      );
-      const forced = () => closeAll("shutdown, forced by a second signal");
-      this.#force?.addEventListener("abort", forced, { once: true });
-      if (this.#force?.aborted) forced();
-      await Promise.all(this.#handlers);
-      clearTimeout(timer);
-      this.#force?.removeEventListener("abort", forced);
+      }, this.#force);
     }
     await Promise.all(this.#handlers);
     this.#stopIdleSweep();
     return this.summary;
   }
-}
-
-/** Resolve after `ms`, or at once when `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /**
@@ -612,14 +574,6 @@ function closeQuietly(conn: Deno.Conn): void {
   try {
     conn.close();
   } catch { /* already closed */ }
-}
-
-function describeConnectionError(err: unknown): string {
-  if (err instanceof Deno.errors.ConnectionReset) return "reset by the client";
-  if (err instanceof Deno.errors.BrokenPipe) {
-    return "client stopped reading (broken pipe)";
-  }
-  return err instanceof Error ? err.message : String(err);
 }
 
 /**
@@ -885,9 +839,9 @@ async function serveWithWorkers(options: ServerOptions): Promise<number> {
 }
 
 // ===== shared block: begin =====
-// The same lines stand in server.ts, http.ts, client.ts and udp.ts, so each
-// file runs alone when copied; tests/shared_block_test.ts keeps them equal.
-// Change one copy, then paste it into the other three.
+// Written by `deno task sync` from lib/plumbing.ts: only what this file
+// uses, so that it runs alone when copied. Edit lib/plumbing.ts, not here;
+// tests/shared_block_test.ts fails when this copy is stale.
 
 /** A bad command line: the reason is printed with the usage, exit 2. */
 export class UsageError extends Error {}
@@ -904,7 +858,7 @@ export function parseFlags<T extends ParseArgsOptionsConfig>(
   try {
     return parseArgs({ args, options, allowPositionals, strict: true });
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorText(err);
     const flag = /'(-[^' ]*)/.exec(message)?.[1] ?? "";
     const code = (err as { code?: string }).code;
     if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
@@ -971,17 +925,29 @@ export function parseInteger(
   return n;
 }
 
-/** A number of seconds, 0 or more (`0.5` allowed), or a {@link UsageError}. */
+// The longest wait a JavaScript timer holds: 2^31-1 ms, about 24.8 days. A
+// longer setTimeout fires at once, so a longer timeout flag is refused.
+export const MAX_TIMER_SECONDS = 2_147_483;
+
+/**
+ * A number of seconds from 0 to {@link MAX_TIMER_SECONDS} (`0.5` allowed),
+ * or a {@link UsageError}.
+ */
 export function parseSeconds(flag: string, text: string): number {
   const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
-  if (!(n >= 0)) {
+  if (!(n >= 0 && n <= MAX_TIMER_SECONDS)) {
     throw new UsageError(
-      `${flag} must be a number of seconds from 0 to 999999999, not ${
+      `${flag} must be a number of seconds from 0 to ${MAX_TIMER_SECONDS} (about 24 days, the longest timer JavaScript holds), not ${
         JSON.stringify(text)
       }`,
     );
   }
   return n;
+}
+
+/** What went wrong, in words: an Error's message, or whatever was thrown. */
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 /** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
@@ -1024,7 +990,7 @@ export function explainListenError(
   if (err instanceof Deno.errors.AddrNotAvailable) {
     return `cannot listen on ${where}: that address does not belong to this machine; try 127.0.0.1`;
   }
-  const message = err instanceof Error ? err.message : String(err);
+  const message = errorText(err);
   if (/lookup|resolve|Name or service not known|No address/i.test(message)) {
     return `cannot listen on ${where}: the name ${
       JSON.stringify(hostname)
@@ -1054,6 +1020,82 @@ export function isOneClientsFailure(err: unknown): boolean {
   return /\(os error (107|104|103)\)/.test(String(err));
 }
 
+/**
+ * How an accept loop treats a failed accept(). One that belongs to one
+ * client ({@link isOneClientsFailure}) is skipped at once: waiting would
+ * only delay the next client. A shortage (EMFILE, ENFILE: no descriptors
+ * left; ENOBUFS, ENOMEM) does not go away by retrying at once, so we back
+ * off, 10 ms doubling up to 1 s, and say so; as for an error we do not know,
+ * rather than spin on it.
+ */
+export class AcceptBackoff {
+  #ms = 0;
+  constructor(
+    readonly warn: (line: string) => void,
+    readonly signal: AbortSignal,
+  ) {}
+  /** A connection was accepted: the next shortage starts again at 10 ms. */
+  reset(): void {
+    this.#ms = 0;
+  }
+  /** accept() failed with `err`: return at once, or after the pause. */
+  async after(err: unknown): Promise<void> {
+    if (isOneClientsFailure(err)) return;
+    this.#ms = Math.min(Math.max(this.#ms * 2, 10), 1000);
+    this.warn(
+      `warning: accept failed: ${errorText(err)}; retrying in ${this.#ms} ms`,
+    );
+    await sleep(this.#ms, this.signal);
+  }
+}
+
+/** Why a connection failed, as its close line says it. */
+export function describeConnectionError(err: unknown): string {
+  if (err instanceof Deno.errors.ConnectionReset) return "reset by the client";
+  if (err instanceof Deno.errors.BrokenPipe) {
+    return "the client stopped reading (broken pipe)";
+  }
+  if (err instanceof Deno.errors.NotConnected) return "the client went away";
+  return errorText(err);
+}
+
+/** Resolve after `ms`, or at once when `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+/**
+ * Shutdown, once the accept loop has stopped: wait for the open handlers,
+ * at most `grace` seconds (or until `force` aborts), then `closeAll` with
+ * the reason, and wait for the handlers to end.
+ */
+export async function finishWithin(
+  handlers: Set<Promise<void>>,
+  grace: number,
+  closeAll: (reason: string) => void,
+  force?: AbortSignal,
+): Promise<void> {
+  const timer = setTimeout(
+    () => closeAll(`shutdown, grace of ${grace} s over`),
+    grace * 1000,
+  );
+  const forced = () => closeAll("shutdown, forced by a second signal");
+  force?.addEventListener("abort", forced, { once: true });
+  if (force?.aborted) forced();
+  // Handlers that end meanwhile leave the set: wait until it is empty.
+  while (handlers.size > 0) await Promise.all(handlers);
+  clearTimeout(timer);
+  force?.removeEventListener("abort", forced);
+}
+
 /** Anything with a `write` that may take only part of the bytes. */
 export interface Writer {
   write(p: Uint8Array): Promise<number>;
@@ -1076,25 +1118,91 @@ export async function writeAll(
   }
 }
 
+// Log lines wait here for stdout, at most this many bytes of them. A
+// reader that stops (`| less` at a screenful, a suspended `| grep`, a
+// terminal paused with Ctrl-S) must not stop the server: beyond the bound,
+// lines are dropped and counted, and one line says how many.
+export const LOG_QUEUE_BYTES = 1 << 20;
+// One write at most this big, whole lines only: the OS writes up to 4 KiB to
+// a pipe in one piece, so lines from several writers (Workers) never mix.
+const LOG_WRITE_BYTES = 4096;
+
 /**
- * Print a log line on stdout. Logging is best effort: when stdout cannot
- * be written (terminal closed, disk full, /dev/full, a closed pipe) the
- * program goes on serving, and says so once on stderr.
+ * Print a log line on stdout. Logging is best effort: it never waits for
+ * stdout (lines queue, and are written asynchronously), a reader that
+ * falls behind loses lines (counted, never the service), and when stdout
+ * cannot be written at all (terminal closed, disk full, /dev/full, a closed
+ * pipe) the program goes on serving, and says so once on stderr.
  */
 export function log(line: string): void {
+  if (logState.failed) return;
+  const size = line.length + 1;
+  if (logState.queued + size > LOG_QUEUE_BYTES) {
+    if (logState.dropped++ === 0) {
+      warn("warning: stdout is not being read; dropping log lines");
+    }
+    return;
+  }
+  if (logState.dropped > 0) {
+    const note =
+      `(${logState.dropped} log lines dropped: stdout was not read fast enough)`;
+    logState.dropped = 0;
+    logState.lines.push(note);
+    logState.queued += note.length + 1;
+  }
+  logState.lines.push(line);
+  logState.queued += size;
+  if (!logState.writing) logState.writing = drainLog();
+}
+
+const logState = {
+  lines: [] as string[],
+  queued: 0,
+  dropped: 0,
+  failed: false,
+  writing: undefined as Promise<void> | undefined,
+};
+
+/** Write the queued log lines, in order, until none is left. */
+async function drainLog(): Promise<void> {
+  const encoder = new TextEncoder();
   try {
-    console.log(line);
+    while (logState.lines.length > 0) {
+      let batch = "";
+      let n = 0;
+      const lines = logState.lines;
+      while (
+        n < lines.length &&
+        (n === 0 || batch.length + lines[n].length + 1 <= LOG_WRITE_BYTES)
+      ) batch += lines[n++] + "\n";
+      lines.splice(0, n);
+      logState.queued -= batch.length;
+      await writeAll(Deno.stdout, encoder.encode(batch));
+    }
   } catch (err) {
-    if (logFailed) return;
-    logFailed = true;
+    logState.failed = true;
+    logState.lines = [];
     warn(
       `warning: cannot write to stdout (${
-        err instanceof Error ? err.message : err
+        errorText(err)
       }); going on without log lines`,
     );
+  } finally {
+    logState.writing = undefined;
   }
 }
-let logFailed = false;
+
+/**
+ * Wait until the queued log lines are written, at most `ms` milliseconds
+ * (stdout may never be read again). Before exit, so the summary is seen.
+ */
+export async function flushLog(ms = 2000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (logState.writing && performance.now() < deadline) {
+    const left = deadline - performance.now();
+    await Promise.race([logState.writing, sleep(left)]);
+  }
+}
 
 /** Print a line on stderr; if even that fails, there is nowhere to say so. */
 export function warn(line: string): void {
@@ -1140,20 +1248,24 @@ export function traceBytes(
 /**
  * Call `stop` on the first SIGINT (Ctrl-C) or SIGTERM, `force` on a second.
  * Add the listeners before printing the listening line: a signal that comes
- * before them kills the process. Returns a function that removes them.
+ * before them kills the process. `signals` may add SIGHUP (the terminal
+ * closed). Returns a function that removes them.
  */
 export function onStopSignals(
-  stop: () => void,
-  force: () => void = () => {},
+  stop: (signal: Deno.Signal) => void,
+  force: (signal: Deno.Signal) => void = () => {},
+  signals: Deno.Signal[] = ["SIGINT", "SIGTERM"],
 ): () => void {
   let count = 0;
-  const handler = () => ++count === 1 ? stop() : force();
-  const signals: Deno.Signal[] = Deno.build.os === "windows"
-    ? ["SIGINT"]
-    : ["SIGINT", "SIGTERM"];
-  for (const s of signals) Deno.addSignalListener(s, handler);
+  const handlers = new Map<Deno.Signal, () => void>();
+  const wanted = Deno.build.os === "windows" ? ["SIGINT" as const] : signals;
+  for (const s of wanted) {
+    const handler = () => ++count === 1 ? stop(s) : force(s);
+    handlers.set(s, handler);
+    Deno.addSignalListener(s, handler);
+  }
   return () => {
-    for (const s of signals) Deno.removeSignalListener(s, handler);
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   };
 }
 
@@ -1171,13 +1283,10 @@ export async function runMain(
     code = await main(Deno.args);
   } catch (err) {
     const usageError = err instanceof UsageError;
-    warn(
-      `error: ${err instanceof Error ? err.message : err}${
-        usageError ? `\n\n${usage}` : ""
-      }`,
-    );
+    warn(`error: ${errorText(err)}${usageError ? `\n\n${usage}` : ""}`);
     code = usageError ? 2 : 1;
   }
+  await flushLog();
   Deno.exit(code);
 }
 
@@ -1192,7 +1301,7 @@ export async function writeStdout(data: Uint8Array | string): Promise<void> {
     // Whoever reads our stdout went away (`| head`): that is their choice.
     if (err instanceof Deno.errors.BrokenPipe) Deno.exit(0);
     throw new Error(
-      `cannot write to stdout: ${err instanceof Error ? err.message : err}`,
+      `cannot write to stdout: ${errorText(err)}`,
       { cause: err },
     );
   }

@@ -631,11 +631,6 @@ async function readStdin(limit: number): Promise<Uint8Array> {
   return out;
 }
 
-/** Resolve after `ms` milliseconds. */
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 // ----- limits: the echo-loop guard -----
 
 /** A loop is this many exact returns in a row... */
@@ -844,10 +839,6 @@ function isIcmpError(err: unknown): boolean {
     err instanceof Deno.errors.ConnectionRefused;
 }
 
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 /** Why a reply to `to` could not be sent, for the warning line. */
 function explainReplyError(err: unknown, to: Deno.NetAddr): string {
   if (err instanceof Deno.errors.NotCapable) {
@@ -956,9 +947,9 @@ function canonicalHost(hostname: string): string {
 }
 
 // ===== shared block: begin =====
-// The same lines stand in server.ts, http.ts, client.ts and udp.ts, so each
-// file runs alone when copied; tests/shared_block_test.ts keeps them equal.
-// Change one copy, then paste it into the other three.
+// Written by `deno task sync` from lib/plumbing.ts: only what this file
+// uses, so that it runs alone when copied. Edit lib/plumbing.ts, not here;
+// tests/shared_block_test.ts fails when this copy is stale.
 
 /** A bad command line: the reason is printed with the usage, exit 2. */
 export class UsageError extends Error {}
@@ -975,7 +966,7 @@ export function parseFlags<T extends ParseArgsOptionsConfig>(
   try {
     return parseArgs({ args, options, allowPositionals, strict: true });
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorText(err);
     const flag = /'(-[^' ]*)/.exec(message)?.[1] ?? "";
     const code = (err as { code?: string }).code;
     if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
@@ -1042,17 +1033,9 @@ export function parseInteger(
   return n;
 }
 
-/** A number of seconds, 0 or more (`0.5` allowed), or a {@link UsageError}. */
-export function parseSeconds(flag: string, text: string): number {
-  const n = /^\d{1,9}(\.\d{1,6})?$/.test(text) ? Number(text) : NaN;
-  if (!(n >= 0)) {
-    throw new UsageError(
-      `${flag} must be a number of seconds from 0 to 999999999, not ${
-        JSON.stringify(text)
-      }`,
-    );
-  }
-  return n;
+/** What went wrong, in words: an Error's message, or whatever was thrown. */
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 /** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
@@ -1095,7 +1078,7 @@ export function explainListenError(
   if (err instanceof Deno.errors.AddrNotAvailable) {
     return `cannot listen on ${where}: that address does not belong to this machine; try 127.0.0.1`;
   }
-  const message = err instanceof Error ? err.message : String(err);
+  const message = errorText(err);
   if (/lookup|resolve|Name or service not known|No address/i.test(message)) {
     return `cannot listen on ${where}: the name ${
       JSON.stringify(hostname)
@@ -1104,25 +1087,17 @@ export function explainListenError(
   return `cannot listen on ${where}: ${message}`;
 }
 
-/**
- * Whether a failed `accept()` belongs to one client only: it connected and
- * reset (or aborted) before we accepted it. Deno then fails accept() with
- * ENOTCONN (its getpeername() finds no peer), NotConnected in Deno 2.9.
- * Nothing is short and the next client is fine: skip it at once. Anything
- * else (EMFILE, ENFILE, ENOBUFS, ENOMEM, or unknown) is worth a pause.
- */
-export function isOneClientsFailure(err: unknown): boolean {
-  if (
-    err instanceof Deno.errors.NotConnected ||
-    err instanceof Deno.errors.ConnectionReset ||
-    err instanceof Deno.errors.ConnectionAborted
-  ) return true;
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === "string") {
-    return ["ENOTCONN", "ECONNRESET", "ECONNABORTED"].includes(code);
-  }
-  // ENOTCONN, ECONNRESET, ECONNABORTED as Linux numbers them.
-  return /\(os error (107|104|103)\)/.test(String(err));
+/** Resolve after `ms`, or at once when `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }
 
 /** Anything with a `write` that may take only part of the bytes. */
@@ -1147,25 +1122,91 @@ export async function writeAll(
   }
 }
 
+// Log lines wait here for stdout, at most this many bytes of them. A
+// reader that stops (`| less` at a screenful, a suspended `| grep`, a
+// terminal paused with Ctrl-S) must not stop the server: beyond the bound,
+// lines are dropped and counted, and one line says how many.
+export const LOG_QUEUE_BYTES = 1 << 20;
+// One write at most this big, whole lines only: the OS writes up to 4 KiB to
+// a pipe in one piece, so lines from several writers (Workers) never mix.
+const LOG_WRITE_BYTES = 4096;
+
 /**
- * Print a log line on stdout. Logging is best effort: when stdout cannot
- * be written (terminal closed, disk full, /dev/full, a closed pipe) the
- * program goes on serving, and says so once on stderr.
+ * Print a log line on stdout. Logging is best effort: it never waits for
+ * stdout (lines queue, and are written asynchronously), a reader that
+ * falls behind loses lines (counted, never the service), and when stdout
+ * cannot be written at all (terminal closed, disk full, /dev/full, a closed
+ * pipe) the program goes on serving, and says so once on stderr.
  */
 export function log(line: string): void {
+  if (logState.failed) return;
+  const size = line.length + 1;
+  if (logState.queued + size > LOG_QUEUE_BYTES) {
+    if (logState.dropped++ === 0) {
+      warn("warning: stdout is not being read; dropping log lines");
+    }
+    return;
+  }
+  if (logState.dropped > 0) {
+    const note =
+      `(${logState.dropped} log lines dropped: stdout was not read fast enough)`;
+    logState.dropped = 0;
+    logState.lines.push(note);
+    logState.queued += note.length + 1;
+  }
+  logState.lines.push(line);
+  logState.queued += size;
+  if (!logState.writing) logState.writing = drainLog();
+}
+
+const logState = {
+  lines: [] as string[],
+  queued: 0,
+  dropped: 0,
+  failed: false,
+  writing: undefined as Promise<void> | undefined,
+};
+
+/** Write the queued log lines, in order, until none is left. */
+async function drainLog(): Promise<void> {
+  const encoder = new TextEncoder();
   try {
-    console.log(line);
+    while (logState.lines.length > 0) {
+      let batch = "";
+      let n = 0;
+      const lines = logState.lines;
+      while (
+        n < lines.length &&
+        (n === 0 || batch.length + lines[n].length + 1 <= LOG_WRITE_BYTES)
+      ) batch += lines[n++] + "\n";
+      lines.splice(0, n);
+      logState.queued -= batch.length;
+      await writeAll(Deno.stdout, encoder.encode(batch));
+    }
   } catch (err) {
-    if (logFailed) return;
-    logFailed = true;
+    logState.failed = true;
+    logState.lines = [];
     warn(
       `warning: cannot write to stdout (${
-        err instanceof Error ? err.message : err
+        errorText(err)
       }); going on without log lines`,
     );
+  } finally {
+    logState.writing = undefined;
   }
 }
-let logFailed = false;
+
+/**
+ * Wait until the queued log lines are written, at most `ms` milliseconds
+ * (stdout may never be read again). Before exit, so the summary is seen.
+ */
+export async function flushLog(ms = 2000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (logState.writing && performance.now() < deadline) {
+    const left = deadline - performance.now();
+    await Promise.race([logState.writing, sleep(left)]);
+  }
+}
 
 /** Print a line on stderr; if even that fails, there is nowhere to say so. */
 export function warn(line: string): void {
@@ -1211,20 +1252,24 @@ export function traceBytes(
 /**
  * Call `stop` on the first SIGINT (Ctrl-C) or SIGTERM, `force` on a second.
  * Add the listeners before printing the listening line: a signal that comes
- * before them kills the process. Returns a function that removes them.
+ * before them kills the process. `signals` may add SIGHUP (the terminal
+ * closed). Returns a function that removes them.
  */
 export function onStopSignals(
-  stop: () => void,
-  force: () => void = () => {},
+  stop: (signal: Deno.Signal) => void,
+  force: (signal: Deno.Signal) => void = () => {},
+  signals: Deno.Signal[] = ["SIGINT", "SIGTERM"],
 ): () => void {
   let count = 0;
-  const handler = () => ++count === 1 ? stop() : force();
-  const signals: Deno.Signal[] = Deno.build.os === "windows"
-    ? ["SIGINT"]
-    : ["SIGINT", "SIGTERM"];
-  for (const s of signals) Deno.addSignalListener(s, handler);
+  const handlers = new Map<Deno.Signal, () => void>();
+  const wanted = Deno.build.os === "windows" ? ["SIGINT" as const] : signals;
+  for (const s of wanted) {
+    const handler = () => ++count === 1 ? stop(s) : force(s);
+    handlers.set(s, handler);
+    Deno.addSignalListener(s, handler);
+  }
   return () => {
-    for (const s of signals) Deno.removeSignalListener(s, handler);
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   };
 }
 
@@ -1242,13 +1287,10 @@ export async function runMain(
     code = await main(Deno.args);
   } catch (err) {
     const usageError = err instanceof UsageError;
-    warn(
-      `error: ${err instanceof Error ? err.message : err}${
-        usageError ? `\n\n${usage}` : ""
-      }`,
-    );
+    warn(`error: ${errorText(err)}${usageError ? `\n\n${usage}` : ""}`);
     code = usageError ? 2 : 1;
   }
+  await flushLog();
   Deno.exit(code);
 }
 
@@ -1263,7 +1305,7 @@ export async function writeStdout(data: Uint8Array | string): Promise<void> {
     // Whoever reads our stdout went away (`| head`): that is their choice.
     if (err instanceof Deno.errors.BrokenPipe) Deno.exit(0);
     throw new Error(
-      `cannot write to stdout: ${err instanceof Error ? err.message : err}`,
+      `cannot write to stdout: ${errorText(err)}`,
       { cause: err },
     );
   }

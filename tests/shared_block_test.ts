@@ -1,44 +1,68 @@
 /**
- * The scripts stand alone, so the plumbing they all need is one block
- * pasted into each of them between two marker lines. This test keeps the
- * copies equal: change one, paste it into the others.
+ * The scripts stand alone, so the plumbing they need is copied into each of
+ * them from lib/plumbing.ts by `deno task sync`, between two marker lines.
+ * These tests fail when a copy is stale: edit lib/plumbing.ts, then sync.
  */
 import assert from "node:assert/strict";
 import { projectPath } from "./lib/spawn.ts";
+import { blockFor, chunks, SYNCED, synced } from "../tools/sync.ts";
 
 const SCRIPTS = ["server.ts", "http.ts", "client.ts", "udp.ts"];
-const BEGIN = "// ===== shared block: begin =====";
-const END = "// ===== shared block: end =====";
 
-/** The shared block of `script`, markers included. */
-async function sharedBlock(script: string): Promise<string> {
-  const text = await Deno.readTextFile(projectPath(script));
-  const start = text.indexOf(BEGIN);
-  const end = text.indexOf(END);
-  assert.ok(start >= 0 && end > start, `${script} has no shared block`);
-  assert.equal(
-    text.indexOf(BEGIN, start + 1),
-    -1,
-    `${script} has the shared block twice`,
-  );
-  return text.slice(start, end + END.length);
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
-Deno.test("the shared block is identical in server.ts, http.ts, client.ts and udp.ts", async () => {
-  const [first, ...rest] = await Promise.all(SCRIPTS.map(sharedBlock));
-  rest.forEach((block, i) => {
-    if (block === first) return;
-    const a = first.split("\n");
-    const b = block.split("\n");
+Deno.test("every script's shared block is what deno task sync writes from lib/plumbing.ts", async () => {
+  const plumbing = await Deno.readTextFile(projectPath("lib/plumbing.ts"));
+  for (const script of SYNCED) {
+    const path = projectPath(script);
+    if (!(await exists(path))) continue;
+    const text = await Deno.readTextFile(path);
+    const want = synced(text, plumbing);
+    if (want === text) continue;
+    const a = text.split("\n");
+    const b = want.split("\n");
     const line = a.findIndex((l, j) => l !== b[j]);
     assert.fail(
-      `${SCRIPTS[i + 1]}'s shared block differs from ${
-        SCRIPTS[0]
-      }'s at block line ${line + 1}:\n  ${SCRIPTS[0]}: ${
+      `${script}'s shared block is stale at line ${line + 1} (run deno task sync):\n  has:    ${
         JSON.stringify(a[line])
-      }\n  ${SCRIPTS[i + 1]}: ${JSON.stringify(b[line])}`,
+      }\n  wants:  ${JSON.stringify(b[line])}`,
     );
-  });
+  }
+});
+
+Deno.test("sync copies only what a script uses, with what that depends on", () => {
+  const plumbing = [
+    'import { x } from "node:util";',
+    "",
+    "/** A. */",
+    "export function a(): number {",
+    "  return b() + 1; // not c()",
+    "}",
+    "",
+    "function b(): number {",
+    '  return "c()".length;',
+    "}",
+    "",
+    "export const c = 3;",
+  ].join("\n");
+  assert.deepEqual(chunks(plumbing).map((c) => c.names), [["a"], ["b"], [
+    "c",
+  ]]);
+  const script = "a();\n// ===== shared block: begin =====\n// ===== shared block: end =====\n";
+  const block = blockFor(script, plumbing);
+  assert.match(block, /function a\(\)/);
+  assert.match(block, /function b\(\)/);
+  assert.doesNotMatch(block, /const c/);
+  // A name in a comment or a string is not a use.
+  const none = blockFor("// a()\nconst s = 'b';\n" + script.slice(5), plumbing);
+  assert.doesNotMatch(none, /function/);
 });
 
 Deno.test("every script is lesson first: its first socket call is within its first 110 lines", async () => {
