@@ -30,7 +30,9 @@ Deno.test("every script's shared block is what deno task sync writes from lib/pl
     const b = want.split("\n");
     const line = a.findIndex((l, j) => l !== b[j]);
     assert.fail(
-      `${script}'s shared block is stale at line ${line + 1} (run deno task sync):\n  has:    ${
+      `${script}'s shared block is stale at line ${
+        line + 1
+      } (run deno task sync):\n  has:    ${
         JSON.stringify(a[line])
       }\n  wants:  ${JSON.stringify(b[line])}`,
     );
@@ -55,7 +57,8 @@ Deno.test("sync copies only what a script uses, with what that depends on", () =
   assert.deepEqual(chunks(plumbing).map((c) => c.names), [["a"], ["b"], [
     "c",
   ]]);
-  const script = "a();\n// ===== shared block: begin =====\n// ===== shared block: end =====\n";
+  const script =
+    "a();\n// ===== shared block: begin =====\n// ===== shared block: end =====\n";
   const block = blockFor(script, plumbing);
   assert.match(block, /function a\(\)/);
   assert.match(block, /function b\(\)/);

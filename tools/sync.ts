@@ -123,7 +123,11 @@ function splitAtBlock(script: string): { before: string; after: string } {
 /** Identifiers in code, properties (`a.name`, `{ name: ... }`) aside. */
 function identifiers(code: string): Set<string> {
   const found = new Set<string>();
-  for (const m of code.matchAll(/(?<![\w$])(?<!(?<!\.)\.)([A-Za-z_$][\w$]*)(?![\w$])/g)) {
+  for (
+    const m of code.matchAll(
+      /(?<![\w$])(?<!(?<!\.)\.)([A-Za-z_$][\w$]*)(?![\w$])/g,
+    )
+  ) {
     found.add(m[1]);
   }
   return found;
@@ -247,9 +251,7 @@ if (import.meta.main) {
   if (check) {
     if (stale.length) {
       console.error(
-        `error: stale shared block in ${
-          stale.join(", ")
-        }: run deno task sync`,
+        `error: stale shared block in ${stale.join(", ")}: run deno task sync`,
       );
       Deno.exit(1);
     }

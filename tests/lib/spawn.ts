@@ -36,8 +36,14 @@ export interface SpawnOptions {
   env?: Record<string, string>;
   /** Run the command through `sh -c` with this prefix, e.g. `ulimit -n 64;`. */
   shellPrefix?: string;
+  /**
+   * A command the child runs under, before everything else, e.g.
+   * `["unshare", "-n"]` (see lib/netns.ts).
+   */
+  wrapper?: string[];
 }
 
+/** The command that runs `script` with `args` as a user would type it. */
 export function commandFor(
   script: string,
   args: string[],
@@ -50,25 +56,20 @@ export function commandFor(
     projectPath(script),
     ...args,
   ];
-  const env = { ...CHILD_ENV, ...options.env };
+  let line = [Deno.execPath(), ...denoArgs];
   if (options.shellPrefix !== undefined) {
     const quote = (s: string) => `'${s.replaceAll("'", `'"'"'`)}'`;
-    const line = `${options.shellPrefix} exec ${
-      [Deno.execPath(), ...denoArgs].map(quote).join(" ")
-    }`;
-    return new Deno.Command("sh", {
-      args: ["-c", line],
-      cwd: ROOT,
-      env,
-      stdin: io.stdin,
-      stdout: "piped",
-      stderr: "piped",
-    });
+    line = [
+      "sh",
+      "-c",
+      `${options.shellPrefix} exec ${line.map(quote).join(" ")}`,
+    ];
   }
-  return new Deno.Command(Deno.execPath(), {
-    args: denoArgs,
+  line = [...options.wrapper ?? [], ...line];
+  return new Deno.Command(line[0], {
+    args: line.slice(1),
     cwd: ROOT,
-    env,
+    env: { ...CHILD_ENV, ...options.env },
     stdin: io.stdin,
     stdout: "piped",
     stderr: "piped",
@@ -210,49 +211,37 @@ export class OutputCollector {
   }
 }
 
-/** A listening script started by {@link startScript}. */
-export class RunningScript implements AsyncDisposable {
-  /** The host from the listening line, without brackets (`::1`). */
-  readonly host: string;
-  /** The port from the listening line. */
-  readonly port: number;
+/**
+ * A running child process with its output kept: wait for a line, write to
+ * its stdin, and always stop it (`await using`). See {@link spawnChild}.
+ */
+export class Child implements AsyncDisposable {
   readonly child: Deno.ChildProcess;
   readonly stdout: OutputCollector;
   readonly stderr: OutputCollector;
+  /** What it is, for error messages. */
+  readonly label: string;
   #status: Promise<Deno.CommandStatus>;
+  #stdin?: WritableStreamDefaultWriter<Uint8Array>;
 
   constructor(
     child: Deno.ChildProcess,
     stdout: OutputCollector,
     stderr: OutputCollector,
-    host: string,
-    port: number,
+    label: string,
+    stdin?: WritableStreamDefaultWriter<Uint8Array>,
   ) {
     this.child = child;
     this.stdout = stdout;
     this.stderr = stderr;
-    this.host = host;
-    this.port = port;
+    this.label = label;
     this.#status = child.status;
+    this.#stdin = stdin;
   }
 
-  /** The process id of the running `deno` (for /proc readings). */
+  /** The process id (for /proc readings). */
   get pid(): number {
     return this.child.pid;
-  }
-
-  /**
-   * Wait until stdout has a line matching `re` (a log line about a
-   * connection, say). Fails after `timeoutMs` so a missing line is a failed
-   * test, not a hung one.
-   */
-  async waitForLine(re: RegExp, timeoutMs = 10_000, from = 0): Promise<string> {
-    return await withTimeout(
-      this.stdout.waitFor(re, from),
-      timeoutMs,
-      () =>
-        `no stdout line matching ${re} within ${timeoutMs} ms; stdout so far:\n${this.stdout.text()}\nstderr:\n${this.stderr.text()}`,
-    );
   }
 
   /** Resolves with the exit status when the child ends by itself. */
@@ -261,13 +250,55 @@ export class RunningScript implements AsyncDisposable {
   }
 
   /**
-   * Send `signal` and wait for the exit (SIGKILL after `timeoutMs`). Returns
-   * the exit status with all output read.
+   * Wait until stdout has a line matching `re` (a log line about a
+   * connection, say), at index `from` or later. Fails when the child exits
+   * without printing it, or after `timeoutMs`, so a missing line is a
+   * failed test, not a hung one.
+   */
+  async waitForLine(re: RegExp, timeoutMs = 10_000, from = 0): Promise<string> {
+    const matching = () =>
+      this.stdout.lines.slice(from).find((l) => re.test(l));
+    const exited = this.#status.then(() => this.stdout.done).then(() => {
+      const line = matching();
+      if (line !== undefined) return line;
+      throw new Error(
+        `${this.label} exited with no stdout line matching ${re}; ${this.#output()}`,
+      );
+    });
+    return await withTimeout(
+      Promise.race([this.stdout.waitFor(re, from), exited]),
+      timeoutMs,
+      () =>
+        `${this.label}: no stdout line matching ${re} within ${timeoutMs} ms; ${this.#output()}`,
+    );
+  }
+
+  #output(): string {
+    return `stdout so far:\n${this.stdout.text()}\nstderr:\n${this.stderr.text()}`;
+  }
+
+  /** Write to the child's stdin (spawned with `stdin: true`). */
+  async write(data: Uint8Array | string): Promise<void> {
+    if (!this.#stdin) throw new Error(`${this.label} has no stdin pipe`);
+    await this.#stdin.write(
+      typeof data === "string" ? new TextEncoder().encode(data) : data,
+    );
+  }
+
+  /** Close the child's stdin (its end of input), if it has one. */
+  async closeStdin(): Promise<void> {
+    await this.#stdin?.close().catch(() => {});
+  }
+
+  /**
+   * Close stdin, send `signal` and wait for the exit (SIGKILL after
+   * `timeoutMs`). Returns the exit status with all output read.
    */
   async stop(
     signal: Deno.Signal = "SIGTERM",
     timeoutMs = 15_000,
   ): Promise<Deno.CommandStatus> {
+    await this.closeStdin();
     try {
       this.child.kill(signal);
     } catch { /* already exited */ }
@@ -289,6 +320,47 @@ export class RunningScript implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop("SIGKILL");
+  }
+}
+
+/**
+ * Spawn `command` (stdout and stderr piped; stdin piped if `stdin`) and
+ * keep its output: a {@link Child}, for any program (a load generator, a
+ * Node server). Scripts of the project start with {@link startScript}.
+ */
+export function spawnChild(
+  command: Deno.Command,
+  label: string,
+  options: { stdin?: boolean } = {},
+): Child {
+  const child = command.spawn();
+  return new Child(
+    child,
+    new OutputCollector(child.stdout),
+    new OutputCollector(child.stderr),
+    label,
+    options.stdin ? child.stdin.getWriter() : undefined,
+  );
+}
+
+/** A listening script started by {@link startScript}. */
+export class RunningScript extends Child {
+  /** The host from the listening line, without brackets (`::1`). */
+  readonly host: string;
+  /** The port from the listening line. */
+  readonly port: number;
+
+  constructor(
+    child: Deno.ChildProcess,
+    stdout: OutputCollector,
+    stderr: OutputCollector,
+    host: string,
+    port: number,
+    label = "the script",
+  ) {
+    super(child, stdout, stderr, label);
+    this.host = host;
+    this.port = port;
   }
 }
 
@@ -349,7 +421,14 @@ export async function startScript(
       );
     }
     const host = match[2].replace(/^\[|\]$/g, "");
-    return new RunningScript(child, stdout, stderr, host, Number(match[3]));
+    return new RunningScript(
+      child,
+      stdout,
+      stderr,
+      host,
+      Number(match[3]),
+      `${script} ${args.join(" ")}`,
+    );
   } catch (err) {
     try {
       child.kill("SIGKILL");
