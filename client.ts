@@ -299,9 +299,6 @@ export interface Socket extends Writer {
   where?: string;
 }
 
-/** `--trace`: one line per real read() or write(), with its bytes. */
-export type Trace = (what: string, bytes: Uint8Array) => void;
-
 /** How the bytes go on the wire, and who watches them. */
 export interface Wire {
   /** `--timeout`: ms that a connect, or any wait for the peer, may last. */
@@ -1052,6 +1049,12 @@ export function hexDump(bytes: Uint8Array): string[] {
   }
   return lines;
 }
+
+/**
+ * What `--trace` is given for each read, write or datagram: what happened
+ * (`read 5 bytes`) and the bytes themselves.
+ */
+export type Trace = (what: string, bytes: Uint8Array) => void;
 
 /**
  * `--trace`: one line for one read, write or datagram, `what` says which

@@ -118,8 +118,7 @@ export async function serveHttp(
     const stop = new AbortController();
     open.set(id, stop);
     const trace = opts.trace || opts.hex
-      ? (what: string, bytes: Uint8Array) =>
-        traceBytes(print, `tcp #${id} ${what}`, bytes, opts.hex)
+      ? tracer(print, `tcp #${id} `, opts.hex)
       : undefined;
     const handler = answerHttp(conn, { ...opts, signal: stop.signal, trace })
       .then((ex) => {
@@ -1308,6 +1307,12 @@ export function hexDump(bytes: Uint8Array): string[] {
 }
 
 /**
+ * What `--trace` is given for each read, write or datagram: what happened
+ * (`read 5 bytes`) and the bytes themselves.
+ */
+export type Trace = (what: string, bytes: Uint8Array) => void;
+
+/**
  * `--trace`: one line for one read, write or datagram, `what` says which
  * (`read 5 bytes`); with `hex`, the bytes follow in the xxd layout.
  */
@@ -1319,6 +1324,15 @@ export function traceBytes(
 ): void {
   print(what);
   if (hex) { for (const line of hexDump(bytes)) print(line); }
+}
+
+/** A {@link Trace} that prints `prefix` + what, and the bytes with `hex`. */
+export function tracer(
+  print: (line: string) => void,
+  prefix: string,
+  hex: boolean,
+): Trace {
+  return (what, bytes) => traceBytes(print, prefix + what, bytes, hex);
 }
 
 /**

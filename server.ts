@@ -157,14 +157,14 @@ export async function echo(
     // its bytes have been echoed. Returning closes our side too.
     if (n === null) return;
     counts.bytesIn += n;
-    if (trace) trace.read(buf.subarray(0, n));
+    trace?.(`read ${n} bytes`, buf.subarray(0, n));
     // write() may take only part of the bytes: loop until all are out. We
     // read again only once they are, so a client that does not read its
     // echo stalls our write, then our reads, then the kernel buffers fill
     // and its own writes wait: backpressure. Memory stays one buffer.
     for (let done = 0; done < n;) {
       const wrote = await conn.write(buf.subarray(done, n));
-      if (trace) trace.wrote(buf.subarray(done, done + wrote));
+      trace?.(`wrote ${wrote} bytes`, buf.subarray(done, done + wrote));
       done += wrote;
       counts.bytesOut += wrote;
     }
@@ -353,37 +353,6 @@ export interface ServeOptions extends Partial<ServerOptions> {
   warn?: (line: string) => void;
 }
 
-/** What `--trace` does with each read and write of {@link echo}. */
-export interface Trace {
-  read(bytes: Uint8Array): void;
-  wrote(bytes: Uint8Array): void;
-}
-
-/** `--trace`: `tcp #N read 5 bytes`, and with `--hex` the bytes below. */
-class Tracer implements Trace {
-  constructor(
-    readonly print: (line: string) => void,
-    readonly id: number,
-    readonly hex: boolean,
-  ) {}
-  read(bytes: Uint8Array): void {
-    traceBytes(
-      this.print,
-      `tcp #${this.id} read ${bytes.length} bytes`,
-      bytes,
-      this.hex,
-    );
-  }
-  wrote(bytes: Uint8Array): void {
-    traceBytes(
-      this.print,
-      `tcp #${this.id} wrote ${bytes.length} bytes`,
-      bytes,
-      this.hex,
-    );
-  }
-}
-
 /** One open connection, as the server tracks it. */
 interface Connection extends ByteCounts {
   id: number;
@@ -492,7 +461,7 @@ class Server {
       seen: 0,
       quietSince: performance.now(),
       trace: this.#options.trace
-        ? new Tracer(this.#print, id, this.#options.hex)
+        ? tracer(this.#print, `tcp #${id} `, this.#options.hex)
         : undefined,
     };
     this.#open.set(id, c);
@@ -1232,6 +1201,12 @@ export function hexDump(bytes: Uint8Array): string[] {
 }
 
 /**
+ * What `--trace` is given for each read, write or datagram: what happened
+ * (`read 5 bytes`) and the bytes themselves.
+ */
+export type Trace = (what: string, bytes: Uint8Array) => void;
+
+/**
  * `--trace`: one line for one read, write or datagram, `what` says which
  * (`read 5 bytes`); with `hex`, the bytes follow in the xxd layout.
  */
@@ -1243,6 +1218,15 @@ export function traceBytes(
 ): void {
   print(what);
   if (hex) { for (const line of hexDump(bytes)) print(line); }
+}
+
+/** A {@link Trace} that prints `prefix` + what, and the bytes with `hex`. */
+export function tracer(
+  print: (line: string) => void,
+  prefix: string,
+  hex: boolean,
+): Trace {
+  return (what, bytes) => traceBytes(print, prefix + what, bytes, hex);
 }
 
 /**

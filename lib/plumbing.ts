@@ -400,6 +400,12 @@ export function hexDump(bytes: Uint8Array): string[] {
 }
 
 /**
+ * What `--trace` is given for each read, write or datagram: what happened
+ * (`read 5 bytes`) and the bytes themselves.
+ */
+export type Trace = (what: string, bytes: Uint8Array) => void;
+
+/**
  * `--trace`: one line for one read, write or datagram, `what` says which
  * (`read 5 bytes`); with `hex`, the bytes follow in the xxd layout.
  */
@@ -411,6 +417,15 @@ export function traceBytes(
 ): void {
   print(what);
   if (hex) { for (const line of hexDump(bytes)) print(line); }
+}
+
+/** A {@link Trace} that prints `prefix` + what, and the bytes with `hex`. */
+export function tracer(
+  print: (line: string) => void,
+  prefix: string,
+  hex: boolean,
+): Trace {
+  return (what, bytes) => traceBytes(print, prefix + what, bytes, hex);
 }
 
 /**
