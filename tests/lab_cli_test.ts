@@ -88,3 +88,32 @@ Deno.test("lab.ts copied away from server.ts, client.ts and udp.ts says so, exit
     await run("rm", ["-rf", dir]);
   }
 });
+
+Deno.test("lab.ts in a folder whose path has a space and a non-ASCII letter finds its scripts", async () => {
+  // The scripts' paths come from a file URL, where "My Projects" is
+  // "My%20Projects": the lab must decode it. Then, not being root (or run
+  // as nobody), the first refusal is "needs root", not "not beside".
+  const top = (await run("mktemp", ["-d"])).out.trim();
+  const dir = `${top}/My Projects/Übung`;
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+    for (const f of ["lab.ts", "server.ts", "client.ts", "udp.ts"]) {
+      await Deno.copyFile(projectPath(f), `${dir}/${f}`);
+    }
+    await run("chmod", ["-R", "a+rX", top]);
+    const isRoot = (await run("id", ["-u"])).out.trim() === "0";
+    const deno = [Deno.execPath(), "run", ...LAB_FLAGS, `${dir}/lab.ts`];
+    const r = isRoot
+      ? await run("setpriv", [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        ...deno,
+      ])
+      : await run(deno[0], deno.slice(1));
+    assert.equal(r.code, 1, r.err);
+    assertOneErrorLine(r.err, /needs root/);
+  } finally {
+    await run("rm", ["-rf", top]);
+  }
+});

@@ -2,7 +2,8 @@
  * `deno task lab`, the two-host lab in network namespaces, run for real:
  * its table (who reached what), its three ways a connect fails, and that it
  * leaves nothing behind (namespaces, links, processes), also when stopped
- * by Ctrl-C or SIGTERM halfway. Needs root and `ip`; where namespaces
+ * by Ctrl-C, SIGTERM or SIGHUP (the terminal closed) halfway, and when it
+ * runs from a folder whose path has a space and a non-ASCII letter. Needs root and `ip`; where namespaces
  * cannot be made, the tests are skipped and say why.
  */
 import assert from "node:assert/strict";
@@ -250,7 +251,10 @@ Deno.test({
   },
 });
 
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
+// The exit status a shell gives a process stopped by each signal.
+const EXIT_BY_SIGNAL = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
+
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   Deno.test({
     name:
       `the lab stopped by ${signal} halfway removes its namespaces, links and processes${skipped}`,
@@ -291,7 +295,40 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
       }
       await assertNothingLeft(before, stdout.text());
       assert.match(stderr.text(), new RegExp(`^lab: ${signal}: removing`));
-      assert.equal(status.code, signal === "SIGINT" ? 130 : 143, stderr.text());
+      assert.equal(status.code, EXIT_BY_SIGNAL[signal], stderr.text());
     },
   });
 }
+
+Deno.test({
+  name:
+    `the lab runs from a folder whose path has a space and a non-ASCII letter ("My Projects/Übung")${skipped}`,
+  ignore: reason !== "",
+  async fn() {
+    const top = (await sh("mktemp", ["-d"])).out.trim();
+    const dir = `${top}/My Projects/Übung`;
+    const before = await snapshot();
+    let out = "";
+    try {
+      await Deno.mkdir(dir, { recursive: true });
+      for (const f of ["lab.ts", "server.ts", "client.ts", "udp.ts"]) {
+        await Deno.copyFile(projectPath(f), `${dir}/${f}`);
+      }
+      const r = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--unstable-net", ...LAB_FLAGS, `${dir}/lab.ts`],
+        cwd: dir,
+        env: CHILD_ENV,
+        stdin: "null",
+      }).output();
+      out = new TextDecoder().decode(r.stdout);
+      const err = new TextDecoder().decode(r.stderr);
+      assert.equal(r.code, 0, `exit ${r.code}\n${out}\n${err}`);
+      assert.doesNotMatch(err, /not beside lab\.ts/);
+      assert.match(out, /^Who can reach you:/m);
+      assert.match(out, /The three ways a connect fails/);
+    } finally {
+      await Deno.remove(top, { recursive: true });
+      await assertNothingLeft(before, out);
+    }
+  },
+});
