@@ -21,6 +21,7 @@ export const SYNCED = [
   "client.ts",
   "udp.ts",
   "lab.ts",
+  "watch.ts",
 ];
 
 export const BEGIN = "// ===== shared block: begin =====";
