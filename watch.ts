@@ -186,10 +186,11 @@ export function changes(before: SocketRow[], after: SocketRow[]): string[] {
     if (!old) lines.push(`${pair} ${row.state}${queues(row)}${timer}`);
     else if (old.state !== row.state) {
       lines.push(`${pair} ${old.state} -> ${row.state}${queues(row)}${timer}`);
-    } else if (old.recvQ !== row.recvQ || old.sendQ !== row.sendQ) {
+    } else if (
+      old.recvQ !== row.recvQ || old.sendQ !== row.sendQ ||
+      old.drops !== row.drops
+    ) {
       lines.push(`${pair} ${row.state}${queues(row)}`);
-    } else if (old.drops !== row.drops) {
-      lines.push(`${pair} ${row.state} drops ${row.drops}`);
     }
   }
   for (const [key, row] of was) {
@@ -205,8 +206,9 @@ export function changes(before: SocketRow[], after: SocketRow[]): string[] {
 /** The queues as a change line shows them. */
 function queues(row: SocketRow): string {
   if (row.state === "LISTEN") return ` accept queue ${row.recvQ}`;
-  if (row.recvQ === 0 && row.sendQ === 0) return "";
-  return ` recv-q ${row.recvQ} send-q ${row.sendQ}`;
+  const drops = row.drops > 0 ? ` drops ${row.drops}` : "";
+  if (row.recvQ === 0 && row.sendQ === 0) return drops;
+  return ` recv-q ${row.recvQ} send-q ${row.sendQ}${drops}`;
 }
 
 // ─── 3. The kernel's counters ───────────────────────────────────────────────
