@@ -1,6 +1,11 @@
 /**
  * client.ts: a TCP client in the spirit of `nc` (netcat).
  *
+ * First listing: basics/tcp_client.ts (39 lines) is this lesson alone:
+ * connect, write `1234` (write() reports 4), half-close, read to the end.
+ * This file adds netcat mode, --http, --chunk and --delay, --trace and
+ * --hex, --timeout, and errors that say what to try.
+ *
  * What it shows, in the order the code below does it:
  * - connect: `Deno.connect` is the whole handshake (SYN, SYN-ACK, ACK); our
  *   end gets a free "ephemeral" port from the OS: one socket pair.
@@ -78,24 +83,25 @@ export async function connectTcp(
 /**
  * Send all of `data`. `write()` returns how many bytes the kernel took into
  * its send buffer, which may be fewer than asked: `writeAll` loops. With
- * `wire.chunk` the bytes go in writes of at most that many bytes, with
- * `wire.delayMs` between them, so you can watch TCP ignore the boundaries.
- * `first: false` pauses before the first piece too (a later stdin block).
+ * `transfer.chunk` the bytes go in writes of at most that many bytes, with
+ * `transfer.delayMs` between them, so you can watch TCP ignore the
+ * boundaries. `first: false` pauses before the first piece too (a later
+ * stdin block).
  */
 export async function send(
   socket: Socket,
   data: Uint8Array,
-  wire: Wire = {},
+  transfer: TransferOptions = {},
   first = true,
 ): Promise<void> {
-  const step = wire.chunk ?? Math.max(data.length, 1);
+  const step = transfer.chunk ?? Math.max(data.length, 1);
   for (let at = 0; at < data.length; at += step) {
-    if ((at > 0 || !first) && wire.delayMs) await pause(wire.delayMs);
+    if ((at > 0 || !first) && transfer.delayMs) await sleep(transfer.delayMs);
     await writeAll(socket, data.subarray(at, at + step), (took) => {
-      wire.trace?.(`wrote ${took.length} bytes`, took); // one real write()
+      transfer.trace?.(`wrote ${took.length} bytes`, took); // one real write()
     });
   }
-  wire.onSent?.(data.length);
+  transfer.onSent?.(data.length);
 }
 
 // ─── 3. Read to the end, 4. Half-close ──────────────────────────────────────
@@ -114,7 +120,7 @@ const READ_SIZE = 64 * 1024;
 export async function copyToEnd(
   socket: Pick<Socket, "read">,
   out: Writer,
-  wire: Wire = {},
+  transfer: TransferOptions = {},
   end?: MessageEnd,
 ): Promise<number> {
   const buf = new Uint8Array(READ_SIZE);
@@ -126,7 +132,7 @@ export async function copyToEnd(
     const n = await socket.read(buf);
     // null, never 0, is the end: the server's FIN, it has finished sending.
     if (n === null) break;
-    wire.trace?.(`read ${n} bytes`, buf.subarray(0, n));
+    transfer.trace?.(`read ${n} bytes`, buf.subarray(0, n));
     const take = end ? end.feed(buf.subarray(0, n)) : n;
     await writeAll(out, buf.subarray(0, take));
     total += take;
@@ -144,14 +150,14 @@ export async function converse(
   socket: Socket,
   payload: Uint8Array,
   out: Writer,
-  wire: Wire = {},
+  transfer: TransferOptions = {},
 ): Promise<number> {
   const [, received] = await Promise.all([
     // Half-close once all is sent: our FIN says "done sending, still
     // listening". The server's read returns null (the end of our data),
     // and it can still answer: its own stream is open until ITS FIN.
-    send(socket, payload, wire).then(() => socket.closeWrite()),
-    copyToEnd(socket, out, wire),
+    send(socket, payload, transfer).then(() => socket.closeWrite()),
+    copyToEnd(socket, out, transfer),
   ]);
   return received;
 }
@@ -170,20 +176,23 @@ export interface Exchange {
  * Connect, send `payload`, half-close, and collect the reply until the
  * server closes: the whole life of a simple TCP conversation, in-process.
  * `options` is `--timeout` in ms (bounds the connect and every wait, as on
- * the command line) or a {@link Wire}; without a timeout the connect gives
- * up after {@link CONNECT_TIMEOUT_MS} and the waits last as long as the
- * server keeps the connection open.
+ * the command line) or an {@link ExchangeOptions}; without a timeout the
+ * connect gives up after {@link CONNECT_TIMEOUT_MS} and the waits last as
+ * long as the server keeps the connection open.
  */
 export async function exchange(
   hostname: string,
   port: number,
   payload: Uint8Array,
-  options: number | Wire = {},
+  options: number | ExchangeOptions = {},
 ): Promise<Exchange> {
-  const wire = typeof options === "number" ? { timeoutMs: options } : options;
-  using conn = await connectTcp(hostname, port, wire.timeoutMs);
+  const transfer = typeof options === "number"
+    ? { timeoutMs: options }
+    : options;
+  using conn = await connectTcp(hostname, port, transfer.timeoutMs);
   const collector = new Collector();
-  await converse(patient(conn, wire.timeoutMs), payload, collector, wire);
+  const socket = timedSocket(conn, transfer.timeoutMs);
+  await converse(socket, payload, collector, transfer);
   return {
     reply: collector.bytes(),
     local: conn.localAddr,
@@ -201,26 +210,30 @@ export async function exchange(
  * half-close and keep reading until the server closes. If the server
  * finishes first (its FIN), we keep sending until `input` ends, like
  * `nc -N`; if it has gone completely, the next write fails, and so do we,
- * quietly: it chose to go.
+ * quietly: it chose to go. If `input` cannot be read, we stop at once.
  */
 export async function netcat(
   socket: Socket,
   input: Pick<Socket, "read">,
   out: Writer,
-  wire: Wire = {},
+  transfer: TransferOptions = {},
 ): Promise<void> {
   const upload = (async () => {
     const buf = new Uint8Array(READ_SIZE);
     for (let first = true;; first = false) {
-      const n = await input.read(buf);
+      const n = await input.read(buf).catch(stdinFailed);
       if (n === null) break;
-      await send(socket, buf.subarray(0, n), wire, first);
+      await send(socket, buf.subarray(0, n), transfer, first);
     }
     await socket.closeWrite(); // end of input: our FIN
-  })().then(() => null, (err: unknown) => err);
-  await copyToEnd(socket, out, wire);
-  const err = await upload;
-  if (err !== null && !isPeerGone(err)) throw err;
+  })().catch((err: unknown) => {
+    if (!isPeerGone(err)) throw err; // a server that left: its choice
+  });
+  // Read until the server's FIN, unless the upload fails first: then our
+  // FIN never comes, and an echo server, which waits for it before it
+  // sends its own, would keep us waiting for ever.
+  await Promise.race([copyToEnd(socket, out, transfer), upload.then(never)]);
+  await upload; // a server that finished first still gets all of stdin
 }
 
 // ─── 6. A web client (--http) ───────────────────────────────────────────────
@@ -255,33 +268,24 @@ export function httpGetRequest(
  * we do not wait for the server to close: a server may keep the connection
  * open for the next request, so the response itself says where it ends:
  * `Content-Length`, or the last chunk (`0\r\n\r\n`) of a chunked body, or,
- * with neither, the server's FIN. A response cut short, or a chunked body
- * that breaks its framing, is an Error once what arrived is printed.
- * Returns the response's size.
+ * with neither, the server's FIN. A response cut short, one that breaks
+ * its framing, or a head without end, is an Error once what arrived is
+ * printed. Returns the response's size.
  */
 export async function httpGet(
   socket: Socket,
   request: Uint8Array,
   out: Writer,
-  wire: Wire = {},
+  transfer: TransferOptions = {},
 ): Promise<number> {
-  await send(socket, request, wire);
+  await send(socket, request, transfer);
   const end = new ResponseEnd();
-  const size = await copyToEnd(socket, out, wire, end);
-  // A broken chunked body has no end to find: say so, after printing it.
-  if (end.malformed) {
-    throw new Error(
-      `${
-        socket.where ?? "the server"
-      } sent a malformed chunked body: ${end.malformed}; where the response ends cannot be told`,
-    );
-  }
+  const size = await copyToEnd(socket, out, transfer, end);
+  const server = socket.where ?? "the server";
+  // A broken or endless framing has no end to find: say so, once printed.
+  if (end.problem) throw new Error(`${server} sent ${end.problem}`);
   const missing = end.unfinished();
-  if (missing) {
-    throw new Error(
-      `${socket.where ?? "the server"} closed the connection ${missing}`,
-    );
-  }
+  if (missing) throw new Error(`${server} closed the connection ${missing}`);
   return size;
 }
 
@@ -291,26 +295,46 @@ if (import.meta.main) addEventListener("load", () => runMain(main, USAGE));
 
 // ───── plumbing: flags, usage, errors, signals, limits ─────
 
-/** Anything with the socket calls the lesson uses; a `Deno.TcpConn` is one. */
-export interface Socket extends Writer {
-  read(p: Uint8Array): Promise<number | null>;
-  closeWrite(): Promise<void>;
-  /** `tcp HOST:PORT` of the peer, for messages. */
-  where?: string;
-}
-
-/** How the bytes go on the wire, and who watches them. */
-export interface Wire {
-  /** `--timeout`: ms that a connect, or any wait for the peer, may last. */
-  timeoutMs?: number;
-  /** `--chunk`: at most this many bytes per write. */
-  chunk?: number;
-  /** `--delay`: ms to pause between those writes. */
-  delayMs?: number;
-  /** `--trace` (and `--hex`). */
-  trace?: Trace;
-  /** Told how many bytes a {@link send} sent, once it has. */
-  onSent?: (bytes: number) => void;
+/**
+ * The command-line program: returns the exit status (0 once the server has
+ * closed, or the `--http` response is complete); throws {@link UsageError}
+ * (exit 2) or an Error with a plain reason (exit 1).
+ */
+export async function main(args: string[]): Promise<number> {
+  const options = parseClientArgs(args);
+  if (options === "help") {
+    await writeStdout(USAGE + "\n");
+    return 0;
+  }
+  const transfer: TransferOptions = {
+    chunk: options.chunk,
+    delayMs: options.delay,
+    trace: options.trace ? tracer(warn, "", options.hex) : undefined,
+  };
+  using conn = await connectTcp(
+    options.hostname,
+    options.port,
+    options.timeout,
+  );
+  const socket = timedSocket(conn, options.timeout);
+  if (!options.http && options.message === undefined) {
+    await netcat(socket, Deno.stdin, stdout, transfer);
+    return 0;
+  }
+  // One request or MESSAGE: say how big it was once it is sent.
+  transfer.onSent = (n) => warn(`sent ${n} bytes`);
+  if (options.http) {
+    const request = httpGetRequest(
+      options.hostname,
+      options.port,
+      options.path,
+    );
+    await httpGet(socket, new TextEncoder().encode(request), stdout, transfer);
+  } else {
+    const message = new TextEncoder().encode(options.message);
+    await converse(socket, message, stdout, transfer);
+  }
+  return 0;
 }
 
 /** Everything the client can be told on the command line. */
@@ -324,9 +348,9 @@ export interface ClientOptions {
   http: boolean;
   /** The path to request with `--http`. */
   path: string;
-  /** A line on stderr per read and write. */
+  /** A line on stderr per read and write (set by `--hex` too). */
   trace: boolean;
-  /** The bytes of each, in the xxd layout (implies trace). */
+  /** The bytes of each, in the xxd layout. */
   hex: boolean;
   /** At most this many bytes per write. */
   chunk?: number;
@@ -347,6 +371,9 @@ export const DEFAULTS = {
   delay: 0,
 } as const satisfies ClientOptions;
 
+// The largest values the flags take. A JavaScript timer holds at most
+// 2^31-1 ms (~24.8 days) and fires at once beyond it, so every timer-backed
+// flag stays well below that.
 const MAX_TIMEOUT_MS = 3_600_000; // an hour
 const MAX_CHUNK = 16 * 1024 * 1024;
 const MAX_DELAY_MS = 60_000;
@@ -366,8 +393,9 @@ options:
   --hostname H   server address or name (default ${DEFAULTS.hostname})
   --port N       server port, 1..65535 (default ${DEFAULTS.port})
   --timeout MS   give up when connecting, or any wait for data, takes MS ms
-                 (like nc -w); default: connecting gives up after ${CONNECT_TIMEOUT_MS} ms,
-                 then wait as long as the server keeps the connection open
+                 (like nc -w; 1..${MAX_TIMEOUT_MS}); default: connecting gives up
+                 after ${CONNECT_TIMEOUT_MS} ms, then wait as long as the server keeps
+                 the connection open
   --http         send "GET PATH HTTP/1.1" as a browser would, print the raw
                  response (status line and headers included), stop at its end
   --path P       the path for --http (default ${DEFAULTS.path})
@@ -393,9 +421,9 @@ const FLAGS = {
 } satisfies ParseArgsOptionsConfig;
 
 /**
- * Parse the command line. Throws {@link UsageError} for an unknown flag or a
- * bad value; returns `"help"` for `--help`. Words that are not flags form
- * the MESSAGE; after `--` everything is MESSAGE.
+ * Parse the command line, defaults applied. Throws {@link UsageError} for
+ * an unknown flag or a bad value; returns `"help"` for `--help`. Words that
+ * are not flags form the MESSAGE; after `--` everything is MESSAGE.
  */
 export function parseClientArgs(args: string[]): ClientOptions | "help" {
   const { values, positionals } = parseFlags(args, FLAGS, true);
@@ -420,7 +448,7 @@ export function parseClientArgs(args: string[]): ClientOptions | "help" {
       MAX_TIMEOUT_MS,
     );
   }
-  options.http = values.http ?? false;
+  if (values.http) options.http = true;
   if (values.path !== undefined) {
     if (!options.http) throw new UsageError("--path goes with --http");
     // The request line is METHOD SP PATH SP VERSION: a space would end the
@@ -435,8 +463,9 @@ export function parseClientArgs(args: string[]): ClientOptions | "help" {
     }
     options.path = values.path;
   }
-  options.hex = values.hex ?? false;
-  options.trace = (values.trace ?? false) || options.hex;
+  if (values.hex) options.hex = true;
+  // --hex shows the bytes under each trace line: it implies --trace.
+  if (values.trace || options.hex) options.trace = true;
   if (values.chunk !== undefined) {
     options.chunk = parseInteger("--chunk", values.chunk, 1, MAX_CHUNK);
   }
@@ -458,61 +487,6 @@ export function parseClientArgs(args: string[]): ClientOptions | "help" {
 }
 
 /**
- * The command-line program: returns the exit status (0 once the server has
- * closed, or the `--http` response is complete); throws {@link UsageError}
- * (exit 2) or an Error with a plain reason (exit 1).
- */
-export async function main(args: string[]): Promise<number> {
-  const options = parseClientArgs(args);
-  if (options === "help") {
-    await writeStdout(USAGE + "\n");
-    return 0;
-  }
-  const wire: Wire = {
-    timeoutMs: options.timeout,
-    chunk: options.chunk,
-    delayMs: options.delay,
-    trace: options.trace
-      ? (what, bytes) => traceBytes(warn, what, bytes, options.hex)
-      : undefined,
-  };
-  using conn = await connectTcp(
-    options.hostname,
-    options.port,
-    options.timeout,
-  );
-  const socket = patient(conn, options.timeout);
-  if (options.http) {
-    const request = httpGetRequest(
-      options.hostname,
-      options.port,
-      options.path,
-    );
-    wire.onSent = (n) => warn(`sent ${n} bytes`);
-    await httpGet(socket, new TextEncoder().encode(request), stdout, wire);
-  } else if (options.message !== undefined) {
-    wire.onSent = (n) => warn(`sent ${n} bytes`);
-    await converse(
-      socket,
-      new TextEncoder().encode(options.message),
-      stdout,
-      wire,
-    );
-  } else {
-    await netcat(socket, Deno.stdin, stdout, wire);
-  }
-  return 0;
-}
-
-/** Our stdout as a {@link Writer}: a failure blames stdout, not the server. */
-const stdout: Writer = {
-  async write(p: Uint8Array): Promise<number> {
-    await writeStdout(p);
-    return p.length;
-  },
-};
-
-/**
  * `path` as a request line can carry it: a leading `/` if it lacks one,
  * and every byte outside printable ASCII (space and controls included) as
  * `%XX` of its UTF-8: `/ü` is `/%C3%BC`. For the `--path` error message.
@@ -527,103 +501,19 @@ function percentEncodePath(path: string): string {
   return out;
 }
 
-/** Resolve after `ms` milliseconds (`--delay`). */
-function pause(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** A socket error, already explained; `cause` is what Deno threw. */
-class SocketError extends Error {}
-
-/** `--timeout` ran out while waiting for the peer. */
-class WaitTimeout extends Error {}
-
-/** Whether `err` says the server closed or reset (a write after it left). */
-function isPeerGone(err: unknown): boolean {
-  const cause = err instanceof SocketError ? err.cause : err;
-  return cause instanceof Deno.errors.BrokenPipe ||
-    cause instanceof Deno.errors.ConnectionReset ||
-    cause instanceof Deno.errors.NotConnected;
-}
-
 /**
- * `conn` with `--timeout` on every wait, like `nc -w`: a read or write that
- * sees nothing move either way for `timeoutMs` fails with an error naming
- * the address and the wait (the caller then closes the connection, which
- * ends the pending call). Socket errors become plain reasons. Without a
- * timeout, a wait lasts as long as the server keeps the connection open.
+ * How the bytes of a transfer go: cut into writes (`--chunk`, `--delay`),
+ * watched (`--trace`, for reads too), and counted once sent.
  */
-export function patient(conn: Deno.TcpConn, timeoutMs?: number): Socket {
-  const where = `tcp ${formatAddr(conn.remoteAddr)}`;
-  let lastMoved = performance.now(); // any wait starting or ending
-  let received = 0;
-  async function wait<T>(op: Promise<T>, kind: "read" | "write"): Promise<T> {
-    lastMoved = performance.now();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      if (timeoutMs === undefined) return;
-      const check = () => {
-        const idle = performance.now() - lastMoved;
-        if (idle < timeoutMs) {
-          timer = setTimeout(check, timeoutMs - idle);
-          return;
-        }
-        reject(
-          new WaitTimeout(
-            kind === "read"
-              ? `no data from ${where} for ${timeoutMs} ms (--timeout): ${
-                received === 0
-                  ? "the server accepted the connection but has sent nothing"
-                  : `the server sent ${received} bytes, then nothing more`
-              }`
-              : `${where} has taken none of our bytes for ${timeoutMs} ms (--timeout): the server is not reading`,
-          ),
-        );
-      };
-      timer = setTimeout(check, timeoutMs);
-    });
-    try {
-      return await Promise.race([op, expired]);
-    } catch (err) {
-      if (err instanceof WaitTimeout) throw err;
-      throw new SocketError(explainTransferError(err, where), { cause: err });
-    } finally {
-      clearTimeout(timer);
-      lastMoved = performance.now();
-    }
-  }
-  return {
-    where,
-    async read(p) {
-      const n = await wait(conn.read(p), "read");
-      received += n ?? 0;
-      return n;
-    },
-    write: (p) => wait(conn.write(p), "write"),
-    async closeWrite() {
-      try {
-        await conn.closeWrite();
-      } catch (err) {
-        throw new SocketError(explainTransferError(err, where), {
-          cause: err,
-        });
-      }
-    },
-  };
-}
-
-/** A failure after connecting, in words: `where` is `tcp HOST:PORT`. */
-function explainTransferError(err: unknown, where: string): string {
-  if (err instanceof Deno.errors.ConnectionReset) {
-    return `${where} reset the connection (the server closed abruptly)`;
-  }
-  if (
-    err instanceof Deno.errors.BrokenPipe ||
-    err instanceof Deno.errors.NotConnected
-  ) {
-    return `${where} closed the connection before taking all our bytes`;
-  }
-  return `connection to ${where} failed: ${errorText(err)}`;
+export interface TransferOptions {
+  /** `--chunk`: at most this many bytes per write. */
+  chunk?: number;
+  /** `--delay`: ms to pause between those writes. */
+  delayMs?: number;
+  /** `--trace` (and `--hex`): told of each write() and read(). */
+  trace?: Trace;
+  /** Told how many bytes a {@link send} sent, once it has. */
+  onSent?: (bytes: number) => void;
 }
 
 /**
@@ -688,23 +578,160 @@ function explainConnectError(
   return `cannot connect to ${where}: ${message}`;
 }
 
+/** Anything with the socket calls the lesson uses; a `Deno.TcpConn` is one. */
+export interface Socket extends Writer {
+  read(p: Uint8Array): Promise<number | null>;
+  closeWrite(): Promise<void>;
+  /** `tcp HOST:PORT` of the peer, for messages. */
+  where?: string;
+}
+
+/**
+ * `conn` with `--timeout` on every wait, like `nc -w`: a read or write that
+ * sees nothing move either way for `timeoutMs` fails with an error naming
+ * the address and the wait (the caller then closes the connection, which
+ * ends the pending call). Socket errors become plain reasons. Without a
+ * timeout, a wait lasts as long as the server keeps the connection open.
+ */
+export function timedSocket(conn: Deno.TcpConn, timeoutMs?: number): Socket {
+  const where = `tcp ${formatAddr(conn.remoteAddr)}`;
+  let lastMoved = performance.now(); // any wait starting or ending
+  let received = 0;
+  async function wait<T>(op: Promise<T>, kind: "read" | "write"): Promise<T> {
+    lastMoved = performance.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      if (timeoutMs === undefined) return;
+      const check = () => {
+        const idle = performance.now() - lastMoved;
+        if (idle < timeoutMs) {
+          timer = setTimeout(check, timeoutMs - idle);
+          return;
+        }
+        reject(
+          new WaitTimeout(
+            kind === "read"
+              ? `no data from ${where} for ${timeoutMs} ms (--timeout): ${
+                received === 0
+                  ? "the server accepted the connection but has sent nothing"
+                  : `the server sent ${received} bytes, then nothing more`
+              }`
+              : `${where} has taken none of our bytes for ${timeoutMs} ms (--timeout): the server is not reading`,
+          ),
+        );
+      };
+      timer = setTimeout(check, timeoutMs);
+    });
+    try {
+      return await Promise.race([op, expired]);
+    } catch (err) {
+      if (err instanceof WaitTimeout) throw err;
+      throw new SocketError(explainTransferError(err, where), { cause: err });
+    } finally {
+      clearTimeout(timer);
+      lastMoved = performance.now();
+    }
+  }
+  return {
+    where,
+    async read(p) {
+      const n = await wait(conn.read(p), "read");
+      received += n ?? 0;
+      return n;
+    },
+    write: (p) => wait(conn.write(p), "write"),
+    async closeWrite() {
+      try {
+        await conn.closeWrite();
+      } catch (err) {
+        throw new SocketError(explainTransferError(err, where), {
+          cause: err,
+        });
+      }
+    },
+  };
+}
+
+/** `--timeout` ran out while waiting for the peer. */
+class WaitTimeout extends Error {}
+
+/** A socket error, already explained; `cause` is what Deno threw. */
+class SocketError extends Error {}
+
+/** A failure after connecting, in words: `where` is `tcp HOST:PORT`. */
+function explainTransferError(err: unknown, where: string): string {
+  if (err instanceof Deno.errors.ConnectionReset) {
+    return `${where} reset the connection (the server closed abruptly)`;
+  }
+  if (
+    err instanceof Deno.errors.BrokenPipe ||
+    err instanceof Deno.errors.NotConnected
+  ) {
+    return `${where} closed the connection before taking all our bytes`;
+  }
+  return `connection to ${where} failed: ${errorText(err)}`;
+}
+
+/** Our stdout as a {@link Writer}: a failure blames stdout, not the server. */
+const stdout: Writer = {
+  async write(p: Uint8Array): Promise<number> {
+    await writeStdout(p);
+    return p.length;
+  },
+};
+
+/** A failed read of stdin (netcat mode), as an Error that names it. */
+function stdinFailed(err: unknown): never {
+  const hint = err instanceof Deno.errors.IsADirectory
+    ? ": stdin is a folder; redirect a file (< FILE) or pipe data in"
+    : "";
+  throw new Error(`cannot read stdin: ${errorText(err)}${hint}`, {
+    cause: err,
+  });
+}
+
+/** Whether `err` says the server closed or reset (a write after it left). */
+function isPeerGone(err: unknown): boolean {
+  const cause = err instanceof SocketError ? err.cause : err;
+  return cause instanceof Deno.errors.BrokenPipe ||
+    cause instanceof Deno.errors.ConnectionReset ||
+    cause instanceof Deno.errors.NotConnected;
+}
+
+/** A promise that never settles: a finished upload leaves the race. */
+function never(): Promise<never> {
+  return new Promise<never>(() => {});
+}
+
 /** Says, byte by byte as they arrive, when a message is complete. */
 export interface MessageEnd {
   /** How many of `bytes` belong to the message (all, until its end). */
   feed(bytes: Uint8Array): number;
-  /** Whether the message is complete. */
+  /** Whether the message is complete (or cannot be read further). */
   readonly done: boolean;
 }
 
-/** Longest line (status, header, chunk size) framed; longer: read to FIN. */
-const MAX_HTTP_LINE = 64 * 1024;
+// A server that sends header lines without end must not fill our memory,
+// so the client reads at most this much of a response head (the status line
+// and header lines, with any 1xx interim heads before it), and as much of
+// the trailer lines after a chunked body. Real heads are a few hundred bytes
+// to a few KiB; Node stops at 16 KiB, curl at 300 KB.
+export const MAX_RESPONSE_HEAD = 64 * 1024;
+
+// The longest chunk-size line, chunk extensions included (`1a;name=value`):
+// a few bytes in practice. Go's net/http stops at 4 KiB too.
+export const MAX_CHUNK_LINE = 4 * 1024;
+
+/** Head lines are ASCII; any other byte only has to survive decoding. */
+const LATIN1 = new TextDecoder("latin1");
 
 /**
  * Where an HTTP/1.1 response ends (RFC 9112 §6.3): after the head for 1xx
  * (then the real response follows), 204 and 304; after `Content-Length`
  * bytes; after the last chunk and trailers of a chunked body; otherwise
- * when the server closes. A head it cannot frame is read to the close; a
- * chunked body that breaks its own framing is {@link malformed}: stop.
+ * when the server closes. A head it cannot frame is read to the close. A
+ * chunked body that breaks its own framing, or a head or trailers beyond
+ * {@link MAX_RESPONSE_HEAD}, is a {@link problem}: stop.
  */
 export class ResponseEnd implements MessageEnd {
   #state:
@@ -715,31 +742,33 @@ export class ResponseEnd implements MessageEnd {
     | "data-end"
     | "trailers"
     | "close"
-    | "malformed"
+    | "problem"
     | "done" = "head";
-  #line = "";
+  /** The line being read (head, chunk size, trailer), up to its LF. */
+  #line = new Uint8Array(MAX_RESPONSE_HEAD);
+  #lineLength = 0;
   #head: string[] = [];
+  /** Bytes of head so far (1xx heads included), or of trailers. */
+  #sectionBytes = 0;
   #left = 0;
   #length = 0;
-  #fed = 0;
-  #malformed: string | undefined;
+  #seen = 0;
+  #problem: string | undefined;
 
-  /** Complete, or malformed: either way, read no further. */
+  /** Complete, or cannot be read further: either way, read no further. */
   get done(): boolean {
-    return this.#state === "done" || this.#state === "malformed";
+    return this.#state === "done" || this.#state === "problem";
   }
 
-  /** Why the chunked body cannot be framed, if it cannot. */
-  get malformed(): string | undefined {
-    return this.#malformed;
+  /** What the server sent instead of a response we can frame, if it did. */
+  get problem(): string | undefined {
+    return this.#problem;
   }
 
   feed(bytes: Uint8Array): number {
     let i = 0;
     while (i < bytes.length && this.#state !== "done") {
-      if (this.#state === "close") {
-        i = bytes.length;
-      } else if (this.#state === "malformed") {
+      if (this.#state === "close" || this.#state === "problem") {
         i = bytes.length; // the rest of this read, as it arrived
       } else if (this.#state === "length" || this.#state === "data") {
         const take = Math.min(this.#left, bytes.length - i);
@@ -748,27 +777,9 @@ export class ResponseEnd implements MessageEnd {
         if (this.#left === 0) {
           this.#state = this.#state === "length" ? "done" : "data-end";
         }
-      } else if (bytes[i] !== 0x0a) {
-        this.#line += String.fromCharCode(bytes[i++]);
-        if (this.#line.length <= MAX_HTTP_LINE) continue;
-        if (this.#state === "head") this.#state = "close";
-        else {
-          this.#fail(
-            this.#state === "trailers"
-              ? `a trailer line is over ${MAX_HTTP_LINE} bytes`
-              : this.#state === "size"
-              ? `a chunk size line is over ${MAX_HTTP_LINE} bytes`
-              : "the data of a chunk is not followed by CRLF",
-          );
-        }
-      } else {
-        i++;
-        const line = this.#line.replace(/\r$/, "");
-        this.#line = "";
-        this.#onLine(line);
-      }
+      } else i = this.#readLine(bytes, i);
     }
-    this.#fed += i;
+    this.#seen += i;
     return i;
   }
 
@@ -776,7 +787,7 @@ export class ResponseEnd implements MessageEnd {
   unfinished(): string | undefined {
     switch (this.#state) {
       case "head":
-        return this.#fed === 0
+        return this.#seen === 0
           ? "without sending a response"
           : "in the middle of the response head";
       case "length":
@@ -790,6 +801,40 @@ export class ResponseEnd implements MessageEnd {
     return undefined;
   }
 
+  /**
+   * Take the bytes of a line from `bytes[i]` on, up to its LF if this read
+   * holds it, within the bound of the line's kind. Returns where the next
+   * byte to look at is.
+   */
+  #readLine(bytes: Uint8Array, i: number): number {
+    const lf = bytes.indexOf(0x0a, i);
+    const stop = lf < 0 ? bytes.length : lf;
+    const grown = this.#lineLength + (stop - i);
+    const section = this.#sectionBytes + (stop - i) + (lf < 0 ? 0 : 1);
+    if (this.#state === "head" && section > MAX_RESPONSE_HEAD) {
+      this.#fail(
+        `a response head over ${MAX_RESPONSE_HEAD} bytes, the most this client reads (status line and header lines, and no empty line to end them): a broken server, or not a web server`,
+      );
+    } else if (this.#state === "trailers" && section > MAX_RESPONSE_HEAD) {
+      this.#failChunked(
+        `its trailer lines go over ${MAX_RESPONSE_HEAD} bytes with no empty line to end them`,
+      );
+    } else if (this.#state === "size" && grown > MAX_CHUNK_LINE) {
+      this.#failChunked(`a chunk size line is over ${MAX_CHUNK_LINE} bytes`);
+    } else if (this.#state === "data-end" && grown > 1) {
+      this.#failChunked("the data of a chunk is not followed by CRLF");
+    }
+    if (this.#state === "problem") return i;
+    this.#line.set(bytes.subarray(i, stop), this.#lineLength);
+    this.#lineLength = grown;
+    this.#sectionBytes = section;
+    if (lf < 0) return stop;
+    const line = LATIN1.decode(this.#line.subarray(0, this.#lineLength));
+    this.#lineLength = 0;
+    this.#onLine(line.replace(/\r$/, ""));
+    return lf + 1;
+  }
+
   #onLine(line: string): void {
     switch (this.#state) {
       case "head":
@@ -800,26 +845,33 @@ export class ResponseEnd implements MessageEnd {
         const m = /^([0-9A-Fa-f]{1,12})[ \t]*(;.*)?$/.exec(line);
         if (!m) {
           const shown = line.length > 40 ? `${line.slice(0, 40)}...` : line;
-          this.#fail(
+          this.#failChunked(
             `${JSON.stringify(shown)} is not a chunk size (hex digits)`,
           );
         } else if ((this.#left = parseInt(m[1], 16)) === 0) {
           this.#state = "trailers";
+          this.#sectionBytes = 0;
         } else this.#state = "data";
         return;
       }
       case "data-end":
         if (line === "") this.#state = "size";
-        else this.#fail("the data of a chunk is not followed by CRLF");
+        else this.#failChunked("the data of a chunk is not followed by CRLF");
         return;
       case "trailers":
         if (line === "") this.#state = "done";
     }
   }
 
-  #fail(why: string): void {
-    this.#state = "malformed";
-    this.#malformed = why;
+  #failChunked(why: string): void {
+    this.#fail(
+      `a malformed chunked body: ${why}; where the response ends cannot be told`,
+    );
+  }
+
+  #fail(problem: string): void {
+    this.#state = "problem";
+    this.#problem = problem;
   }
 
   #endOfHead(): void {
@@ -831,7 +883,8 @@ export class ResponseEnd implements MessageEnd {
         .map((f) => f.slice(f.indexOf(":") + 1).trim());
     const encodings = values("transfer-encoding").join(",");
     const lengths = [...new Set(values("content-length"))];
-    if (status >= 100 && status < 200 && status !== 101) return; // interim
+    // A 1xx is interim: the real head follows, within the same bound.
+    if (status >= 100 && status < 200 && status !== 101) return;
     if (!status || status === 101) this.#state = "close";
     else if (status === 204 || status === 304) this.#state = "done";
     else if (encodings !== "") {
@@ -841,6 +894,12 @@ export class ResponseEnd implements MessageEnd {
       this.#state = this.#left === 0 ? "done" : "length";
     } else this.#state = "close";
   }
+}
+
+/** What {@link exchange} may be told: `--timeout`, and a transfer's shape. */
+export interface ExchangeOptions extends TransferOptions {
+  /** ms that the connect, or any wait for the peer, may last. */
+  timeoutMs?: number;
 }
 
 /** Collects written bytes in memory (a `Writer`), for {@link exchange}. */
@@ -1007,6 +1066,7 @@ const logState = {
   lines: [] as string[],
   queued: 0,
   dropped: 0,
+  warned: false,
   failed: false,
   writing: undefined as Promise<void> | undefined,
 };
@@ -1068,6 +1128,15 @@ export function traceBytes(
 ): void {
   print(what);
   if (hex) { for (const line of hexDump(bytes)) print(line); }
+}
+
+/** A {@link Trace} that prints `prefix` + what, and the bytes with `hex`. */
+export function tracer(
+  print: (line: string) => void,
+  prefix: string,
+  hex: boolean,
+): Trace {
+  return (what, bytes) => traceBytes(print, prefix + what, bytes, hex);
 }
 
 /**

@@ -1,6 +1,11 @@
 /**
  * http.ts: a web server written by hand on a TCP socket, no HTTP library.
  *
+ * First listing: basics/http_hello.ts (76 lines) is this lesson alone: read
+ * the head up to its empty line, answer 200 with an exact Content-Length,
+ * close. This file adds an escaped HTML page, HEAD, 4xx answers, time limits
+ * (408), --trace and --hex, and a clean shutdown.
+ *
  * What it shows:
  * - A web server is a TCP server: `Deno.listen`, an accept loop, one handler
  *   per connection. HTTP is only what the two ends write on the socket.
@@ -25,6 +30,10 @@
  *
  * Reload and watch the client's port change while the server's stays. Run it
  * with `--hex` to see every byte your browser sends, CR LF included.
+ *
+ * The short version is basics/http_hello.ts. This one adds what clients out
+ * there need: limits on the head's size and time, the checks RFC 9112 and
+ * 9110 require of a server, a graceful shutdown, `--trace` and `--hex`.
  *
  * This file stands alone (no imports but `node:util`, built into Deno).
  */
@@ -58,451 +67,194 @@ export function listenHttp(
 // ─── 2. The accept loop ─────────────────────────────────────────────────────
 
 /**
- * Serve HTTP on `listener` until `signal` aborts: accept each connection and
- * answer it in its own async handler, so one slow client never holds up the
- * others. Resolves with totals once the listener is closed and every open
- * exchange has ended (after at most `grace` seconds).
+ * Serve HTTP on `listener` until `options.signal` aborts: accept each
+ * connection and answer it in its own async handler, so one slow client
+ * never holds up the others. Resolves with totals once the listener is
+ * closed and every open exchange has ended (after at most `grace` seconds).
  */
 export async function serveHttp(
   listener: Listener,
-  options: ServeHttpOptions = {},
+  options: ServeHttpOptions,
 ): Promise<HttpSummary> {
-  const opts = { ...DEFAULTS, grace: GRACE_SECONDS, ...options };
-  const print = opts.log ?? log;
-  const logLine = opts.quiet ? () => {} : print;
-  const signal = opts.signal ?? new AbortController().signal;
-  const summary: HttpSummary = {
-    connections: 0,
-    refused: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-  };
-  const open = new Map<number, AbortController>();
-  const handlers = new Set<Promise<void>>();
-  // Closing the listening socket is how a pending accept() is interrupted.
-  const closeListener = () => {
-    try {
-      listener.close();
-    } catch { /* already closed */ }
-  };
-  signal.addEventListener("abort", closeListener, { once: true });
-
-  // The accept loop. accept() hands us the next connection the kernel has
-  // already completed (SYN, SYN-ACK, ACK) and queued; it waits if there is
-  // none. Each connection gets its own handler and the loop goes straight
-  // back to accept(): we never wait for one client before taking the next.
-  const backoff = new AcceptBackoff(opts.warn ?? warn, signal);
-  while (!signal.aborted) {
+  const server = new HttpServer(listener, options); // totals, limit, log
+  while (!server.stopping) {
     let conn: Deno.TcpConn;
     try {
+      // The next connection the kernel has completed (SYN, SYN-ACK, ACK)
+      // and queued for us; accept() waits if there is none.
       conn = await listener.accept();
     } catch (err) {
-      if (signal.aborted || err instanceof Deno.errors.BadResource) break;
-      await backoff.after(err); // one client's reset: no wait at all
+      if (server.stopping || err instanceof Deno.errors.BadResource) break;
+      await server.backoff.after(err); // one client's reset: no wait at all
       continue;
     }
-    backoff.reset();
-    const local = formatAddr(conn.localAddr);
-    const remote = formatAddr(conn.remoteAddr);
-    if (open.size >= opts.maxConnections) {
-      // Over the limit: close at once, so the client sees the end (instead
-      // of waiting in the queue) and the connections we have keep going.
-      summary.refused++;
-      conn.close();
-      logLine(
-        `http refused local ${local} remote ${remote}: ${open.size} open, --max-connections ${opts.maxConnections}`,
-      );
-      continue;
-    }
-    const id = ++summary.connections;
-    const stop = new AbortController();
-    open.set(id, stop);
-    const trace = opts.trace || opts.hex
-      ? tracer(print, `tcp #${id} `, opts.hex)
-      : undefined;
-    const handler = answerHttp(conn, { ...opts, signal: stop.signal, trace })
-      .then((ex) => {
-        summary.bytesIn += ex.bytesIn;
-        summary.bytesOut += ex.bytesOut;
-        logLine(
-          `http local ${local} remote ${remote} (#${id}) ${ex.outcome}, in ${ex.bytesIn} bytes, out ${ex.bytesOut} bytes`,
-        );
-      })
-      .finally(() => {
-        open.delete(id);
-        handlers.delete(handler);
-      });
-    handlers.add(handler);
+    server.backoff.reset();
+    const admitted = server.admit(conn); // or closed at once, over the limit
+    if (!admitted) continue;
+    // Not awaited: the loop goes straight back to accept(), so we never
+    // wait for one client before taking the next.
+    server.track(admitted, answerHttp(conn, admitted.options));
   }
-  signal.removeEventListener("abort", closeListener);
-  closeListener();
-  // Stopped accepting. Exchanges in flight get `grace` seconds to finish.
-  if (open.size > 0) {
-    logLine(
-      `http stopping: ${open.size} open, up to ${opts.grace} s to finish`,
-    );
-    await finishWithin(handlers, opts.grace, (reason) => {
-      for (const stop of open.values()) stop.abort(reason);
-    }, opts.force);
-  }
-  return summary;
+  return await server.finish(); // exchanges in flight get `grace` seconds
 }
 
 // ─── 3. One exchange per connection ─────────────────────────────────────────
 
 /**
- * Answer ONE HTTP/1.1 request on `conn`, then close it: read the request
- * head, parse it, write the response, close politely. Never throws: what
- * happened is in the returned {@link HttpExchange} (for the log line).
+ * Answer ONE HTTP/1.1 request on `conn`, then close it: read the head,
+ * parse it, answer, close politely. Never throws: what happened is in the
+ * returned {@link HttpExchange} (for the log line).
  */
 export async function answerHttp(
   conn: Deno.Conn,
-  options: AnswerOptions = {},
+  options: AnswerHttpOptions,
 ): Promise<HttpExchange> {
-  const ex: HttpExchange = {
+  const exchange: HttpExchange = {
     status: 0,
     outcome: "",
-    headBytes: 0,
     bytesIn: 0,
     bytesOut: 0,
   };
-  const trace = options.trace;
-  const headTimeout = options.headTimeout ?? DEFAULTS.headTimeout;
-  const idleTimeout = options.idleTimeout ?? DEFAULTS.idleTimeout;
   // Every read and write goes through these two, so the byte counts (and
   // --trace) see them all.
   const read = async (into: Uint8Array): Promise<number | null> => {
     const n = await conn.read(into);
     if (n !== null) {
-      ex.bytesIn += n;
-      if (trace) trace(`read ${n} bytes`, into.subarray(0, n));
+      exchange.bytesIn += n;
+      options.trace?.(`read ${n} bytes`, into.subarray(0, n));
     }
     return n;
   };
   const write = (bytes: Uint8Array) =>
     writeAll(conn, bytes, (piece) => {
-      ex.bytesOut += piece.length;
-      if (trace) trace(`wrote ${piece.length} bytes`, piece);
+      exchange.bytesOut += piece.length;
+      options.trace?.(`wrote ${piece.length} bytes`, piece);
     });
-  // Replying is two socket steps: write the whole response (a write may
-  // take only part of it, so writeAll loops), then close politely.
-  const reply = async (status: number, why: string, response: Uint8Array) => {
-    ex.status = status;
-    ex.outcome = why;
-    if (await within(write(response), seconds(idleTimeout)) === false) {
-      ex.outcome += `; closed: the client read nothing for ${idleTimeout} s`;
-    } else {
-      await lingeringClose(conn, read);
-    }
-  };
-  const stopped = () => {
-    try {
-      conn.close(); // a pending read or write fails; the catch below logs why
-    } catch { /* closed */ }
-  };
-  options.signal?.addEventListener("abort", stopped, { once: true });
+  // Shutdown closes the socket: a pending read or write fails, and the
+  // catch below says why.
+  const close = () => closeQuietly(conn);
+  options.signal?.addEventListener("abort", close, { once: true });
   try {
-    // Read the head (step 4 below). It may come in one read or in many
-    // pieces, a byte at a time even: append each read to the buffer and look
-    // for the empty line. The whole head must come within --head-timeout of
-    // the connection opening, however slowly it trickles (slowloris).
-    const head = await readHead(read, headTimeout, idleTimeout);
-    if (head.kind === "silent") {
-      ex.outcome = head.why; // nothing to answer: just close
-      return ex;
+    const head = await readHead(read, options); // step 4
+    if (head instanceof NoRequest) {
+      exchange.outcome = head.why; // nothing to answer: just close
+      return exchange;
     }
-    if (head.kind === "error") {
-      const body = `${head.status} ${REASONS[head.status]}: ${head.why}\n`;
-      await reply(
-        head.status,
-        `${head.status} (${head.why})`,
-        httpResponse(head.status, "text/plain", body, head.isHead),
-      );
-      return ex;
+    const request = head instanceof Rejection ? head : parseHead(head); // 5
+    const reply = respond(request, conn); // step 6: the page, or why not
+    exchange.status = reply.status;
+    exchange.outcome = reply.outcome;
+    // Write the whole response (a write may take only part of it, so
+    // writeAll loops), unless the client reads none of it for so long.
+    const idle = options.idleTimeout;
+    const sent = await untilOrTimeout(write(reply.bytes), timeoutMs(idle));
+    if (sent === TIMED_OUT) {
+      exchange.outcome += `; closed: the client read nothing for ${idle} s`;
+      return exchange;
     }
-    ex.headBytes = head.bytes;
-    // The request is valid (step 5). We serve one page for every path, to
-    // GET and HEAD; HEAD gets the same headers with no body. Others: 405.
-    const req = head.request;
-    const quoted = `"${req.requestLine}"`;
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      const body = `405 ${REASONS[405]}: only GET and HEAD here\n`;
-      await reply(
-        405,
-        `405 ${quoted}`,
-        httpResponse(405, "text/plain", body, false, [["Allow", "GET, HEAD"]]),
-      );
-      return ex;
-    }
-    // The page (step 7): HTML for a browser, plain text when Accept asks.
-    const page: PageInfo = {
-      client: formatAddr(conn.remoteAddr),
-      server: formatAddr(conn.localAddr),
-      request: req,
-      headBytes: head.bytes,
-    };
-    const accept = req.headers.find(([k]) => k.toLowerCase() === "accept")
-      ?.[1] ?? "";
-    // A type with q=0 is one the client does NOT accept: leave it out.
-    const wanted = accept.split(",")
-      .filter((range) => !/;[ \t]*q=0(\.0{0,3})?[ \t]*(;|$)/i.test(range))
-      .join(",");
-    const plain = /text\/plain/i.test(wanted) && !/text\/html/i.test(wanted);
-    const isHead = req.method === "HEAD";
-    const response = plain
-      ? httpResponse(200, "text/plain", plainPage(page), isHead)
-      : httpResponse(200, "text/html", htmlPage(page), isHead);
-    await reply(200, `200 ${quoted}`, response);
+    await lingeringClose(conn, read); // step 7
   } catch (err) {
     // A reset or a broken pipe is the client's choice, not our failure; a
     // connection we closed (shutdown) fails its pending read or write.
     const why = options.signal?.aborted
       ? `closed: ${options.signal.reason}`
       : describeConnectionError(err);
-    ex.outcome = ex.outcome ? `${ex.outcome}; ${why}` : `no reply: ${why}`;
+    exchange.outcome = exchange.outcome
+      ? `${exchange.outcome}; ${why}`
+      : `no reply: ${why}`;
   } finally {
-    options.signal?.removeEventListener("abort", stopped);
-    try {
-      conn.close();
-    } catch { /* closed already */ }
+    options.signal?.removeEventListener("abort", close);
+    closeQuietly(conn);
   }
-  return ex;
+  return exchange;
 }
 
 // ─── 4. Read the head: bytes in pieces, up to a limit ───────────────────────
 
 /**
  * The largest request head (request line, headers and the empty line that
- * ends them) we accept: 8 KiB, as nginx and Node. More is 431. A limit is
- * what keeps a client from making us hold an endless head in memory.
+ * ends them) we accept: 8 KiB, as nginx and Node. More is 431 (414 when the
+ * request line alone is longer). A limit is what keeps a client from making
+ * us hold an endless head in memory.
  */
 export const MAX_HEAD_BYTES = 8 * 1024;
 
 /**
  * Read until the empty line that ends the head (CR LF CR LF; a bare LF is
- * accepted too, RFC 9112 section 2.2), then parse it. The request line is
- * checked as soon as it is complete, so junk is answered at once.
+ * accepted too, RFC 9112 section 2.2). It may come in one read or in many
+ * pieces, a byte at a time even: append each read to the buffer and look
+ * for the empty line. The whole head must come within --head-timeout of
+ * the connection opening, however slowly it trickles (slowloris), and no
+ * pause in it may last --idle-timeout.
  */
 async function readHead(
   read: (into: Uint8Array) => Promise<number | null>,
-  headTimeout: number,
-  idleTimeout: number,
-): Promise<HeadResult> {
+  limits: { headTimeout: number; idleTimeout: number },
+): Promise<Head | Rejection | NoRequest> {
   const buf = new Uint8Array(MAX_HEAD_BYTES);
   let length = 0;
-  let lineEnd = -1; // where the request line ends, once it has arrived
-  // A HEAD request gets no body, even with an error, even one in its request
-  // line: so the first five bytes decide, before anything is checked.
-  let isHead = false;
-  const deadline = performance.now() + seconds(headTimeout);
+  let line: RequestLine | undefined; // the request line, once it is whole
+  const deadline = performance.now() + timeoutMs(limits.headTimeout);
   while (true) {
-    if (length === buf.length) {
-      return error(431, `request head over ${MAX_HEAD_BYTES} bytes`, isHead);
-    }
+    const received = buf.subarray(0, length);
+    if (length === buf.length) return tooLarge(received, line);
     const headLeft = deadline - performance.now();
-    const n = await within(
+    const n = await untilOrTimeout(
       read(buf.subarray(length)),
-      Math.min(headLeft, seconds(idleTimeout)),
+      Math.min(headLeft, timeoutMs(limits.idleTimeout)),
     );
-    if (n === false) { // no byte came in time: which timer fired?
-      const idle = headLeft > seconds(idleTimeout);
-      if (length === 0) {
-        // Nothing at all: a browser opens spare connections it may never
-        // use. There is no request to answer, so just close.
-        return silent(
-          idle
-            ? `no reply: idle for ${idleTimeout} s`
-            : `no request within ${headTimeout} s`,
-        );
-      }
-      // Part of a head, then nothing: tell the client why we give up.
-      return error(
-        408,
-        idle
-          ? `the request head stalled: no byte for ${idleTimeout} s`
-          : `the request head did not arrive within ${headTimeout} s`,
-        isHead,
-      );
-    }
+    // No byte in time: a connection that sent nothing (a browser's spare)
+    // is closed without a word; part of a head gets 408.
+    if (n === TIMED_OUT) return timedOut(received, headLeft, limits);
     if (n === null) { // the client closed its side (FIN): no more bytes
       return length === 0
-        ? silent("no request: the client closed without sending one")
-        : error(400, "the client closed before the end of the head", isHead);
+        ? new NoRequest("no request: the client closed without sending one")
+        : new Rejection(
+          400,
+          "the client closed before the end of the head",
+          isHeadRequest(received),
+        );
     }
     const before = length;
     length += n;
-    if (before < 5 && length >= 5) {
-      isHead = latin1(buf.subarray(0, 5)) === "HEAD ";
-    }
-    if (lineEnd < 0) {
-      // A request line is printable ASCII, so one other byte (binary junk,
-      // the TLS handshake of an https:// client) gets 400 at once, instead
-      // of leaving both sides waiting for a line end that may never come.
-      const at = buf.subarray(before, length).indexOf(LF);
-      lineEnd = at < 0 ? -1 : before + at;
-      const bad = lineEnd < 0
-        ? notText(buf.subarray(before, length), isHead)
-        : checkRequestLine(buf.subarray(0, lineEnd), isHead);
-      if (bad) return bad;
+    // The request line is checked as soon as it is whole, and a byte that
+    // cannot be in one (binary junk, the TLS handshake of an https://
+    // client) gets 400 at once: no waiting for a line end that never comes.
+    if (!line) {
+      const checked = checkRequestLine(buf.subarray(0, length), before);
+      if (checked instanceof Rejection) return checked;
+      line = checked;
     }
     const end = findHeadEnd(buf, Math.max(0, before - 3), length);
-    if (end > 0) return parseHead(buf.subarray(0, end));
+    if (line && end > 0) return { line, bytes: buf.subarray(0, end) };
   }
 }
 
-const LF = 0x0a;
-const CR = 0x0d;
-
-/** Index just past the first empty line (LF [CR] LF) in buf[0..length). */
-function findHeadEnd(buf: Uint8Array, from: number, length: number): number {
-  for (let i = buf.indexOf(LF, from); i >= 0 && i < length;) {
-    const next = buf[i + 1] === CR ? i + 2 : i + 1;
-    if (next < length && buf[next] === LF) return next + 1;
-    i = buf.indexOf(LF, i + 1);
-  }
-  return -1;
-}
-
-// ─── 5. Parse it, check it ──────────────────────────────────────────────────
-
-// The grammar, from RFC 9112 (HTTP/1.1) and RFC 9110 (HTTP semantics).
-const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+"; // method and header names
-const REQUEST_LINE = new RegExp(
-  `^(${TOKEN}) ([\\x21-\\x7e]+) HTTP/(\\d)\\.(\\d)$`,
-); // method SP request-target SP HTTP-version
-const HEADER_LINE = new RegExp(`^(${TOKEN}):([^]*)$`); // name ":" value
-// deno-lint-ignore no-control-regex
-const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/; // CTLs but HTAB: never in a value
-// Host (RFC 3986): an IP literal in brackets, or a reg-name (letters, digits,
-// some marks, %XX), then an optional :port.
-const HOST =
-  /^(?:\[([0-9A-Fa-f:.]+)\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::\d*)?$/;
-
-/** A valid Host value; what is in brackets must be a real IPv6 address. */
-function validHost(value: string): boolean {
-  const m = HOST.exec(value);
-  // `[::1:::]` has the right characters but is no address: the URL parser
-  // knows the IPv6 grammar (eight groups, one `::` at most), so ask it.
-  return m !== null &&
-    (m[1] === undefined || URL.canParse(`http://[${m[1]}]/`));
-}
-
-/** 400 if the start of a request line holds a byte that is not text. */
-function notText(bytes: Uint8Array, isHead: boolean): HeadResult | undefined {
-  for (let i = 0; i < bytes.length; i++) {
-    const b = bytes[i];
-    if ((b < 0x20 || b > 0x7e) && !(b === CR && i === bytes.length - 1)) {
-      return error(400, "malformed request line", isHead);
-    }
-  }
-  return undefined;
-}
+// ─── 5. Parse it ────────────────────────────────────────────────────────────
 
 /**
- * Check a complete request line: 400 for anything that is not
- * `METHOD TARGET HTTP/x.y`, 505 for a version other than 1.x.
+ * Parse a whole head: the request line (checked as it came in), then one
+ * `Name: value` field per line, up to the empty line. What RFC 9112 and 9110
+ * say a server MUST refuse gets a {@link Rejection} instead (the checks are
+ * under the plumbing divider).
  */
-function checkRequestLine(
-  bytes: Uint8Array,
-  isHead: boolean,
-): HeadResult | undefined {
-  const m = REQUEST_LINE.exec(latin1(bytes).replace(/\r$/, ""));
-  if (!m) return error(400, "malformed request line", isHead);
-  if (m[3] !== "1") {
-    return error(
-      505,
-      `HTTP/${m[3]}.${m[4]} is not spoken here, only HTTP/1.x`,
-      isHead,
-    );
-  }
-  return undefined;
-}
-
-/**
- * Parse a complete head (it ends with the empty line) into a request, or the
- * error status that RFC 9112 and 9110 say a server MUST answer with.
- */
-export function parseHead(bytes: Uint8Array): HeadResult {
+export function parseHead(head: Head): HttpRequest | Rejection {
+  const isHead = head.line.method === "HEAD"; // no body, even for an error
   // The head is bytes; UTF-8 text leaves the ASCII of the grammar (and any
   // control character) as it is, and shows non-ASCII values readably.
-  const text = new TextDecoder().decode(bytes);
-  const lines = text.split(/\r?\n/);
-  const blank = lines.indexOf("");
-  if (blank >= 0) lines.length = blank; // drop the empty line, and the rest
-  const requestLine = lines[0] ?? "";
-  const isHead = requestLine.startsWith("HEAD "); // no body, whatever comes
-  const m = REQUEST_LINE.exec(requestLine);
-  if (!m) return error(400, "malformed request line", isHead);
-  if (m[3] !== "1") {
-    return error(
-      505,
-      `HTTP/${m[3]}.${m[4]} is not spoken here, only HTTP/1.x`,
-      isHead,
-    );
-  }
+  const lines = new TextDecoder().decode(head.bytes).split(/\r?\n/);
   const headers: [string, string][] = [];
-  for (const line of lines.slice(1)) {
-    const hm = HEADER_LINE.exec(line);
-    if (!hm) {
-      // Also a line that starts with a space (obsolete line folding) and
-      // a space before the colon: RFC 9112 section 5 says reject both.
-      return error(400, "malformed header line", isHead);
-    }
-    const value = trimSpaces(hm[2]); // spaces and tabs around are not value
-    if (CONTROL.test(value)) {
-      return error(400, `control character in the ${hm[1]} header`, isHead);
-    }
-    headers.push([hm[1], value]);
+  for (const line of lines.slice(1, lines.indexOf(""))) {
+    const field = parseFieldLine(line); // [name, value], or why not
+    if (typeof field === "string") return new Rejection(400, field, isHead);
+    headers.push(field);
   }
-  const all = (name: string) =>
-    headers.filter(([k]) => k.toLowerCase() === name).map(([, v]) => v);
-  // Host says which site the client wants; HTTP/1.1 makes it mandatory.
-  const host = all("host");
-  if (host.length === 0 && m[4] !== "0") {
-    return error(400, "HTTP/1.1 request without a Host header", isHead);
-  }
-  if (host.length > 1) return error(400, "more than one Host header", isHead);
-  if (host.length === 1 && !validHost(host[0])) {
-    return error(400, "invalid Host header", isHead);
-  }
-  // Content-Length and Transfer-Encoding say where a body ends. When they
-  // are unclear, two servers in a row may disagree about it: a smuggled
-  // request. So anything unclear is refused.
-  const lengths = all("content-length").flatMap((v) => v.split(","))
-    .map((v) => v.trim());
-  if (lengths.some((v) => !/^\d+$/.test(v))) {
-    return error(400, "invalid Content-Length", isHead);
-  }
-  if (new Set(lengths.map(Number)).size > 1) {
-    return error(400, "conflicting Content-Length headers", isHead);
-  }
-  const codings = all("transfer-encoding").join(",");
-  if (codings) {
-    if (lengths.length > 0) {
-      return error(
-        400,
-        "both Transfer-Encoding and Content-Length",
-        isHead,
-      );
-    }
-    if (!/(^|,)[ \t]*chunked[ \t]*$/i.test(codings)) {
-      return error(400, "Transfer-Encoding does not end in chunked", isHead);
-    }
-  }
-  return {
-    kind: "request",
-    bytes: bytes.length,
-    request: {
-      method: m[1],
-      target: m[2],
-      version: `${m[3]}.${m[4]}`,
-      requestLine,
-      headers,
-    },
-  };
+  const why = mustRefuse(head.line, headers); // Host, Content-Length, ...
+  if (why) return new Rejection(400, why, isHead);
+  return { ...head.line, headers, headBytes: head.bytes.length };
 }
 
-// ─── 6. Answer and close politely ───────────────────────────────────────────
+// ─── 6. Answer ──────────────────────────────────────────────────────────────
 
 /** Reason phrases of the statuses this server sends. */
 export const REASONS: Record<number, string> = {
@@ -510,9 +262,42 @@ export const REASONS: Record<number, string> = {
   400: "Bad Request",
   405: "Method Not Allowed",
   408: "Request Timeout",
+  414: "URI Too Long",
   431: "Request Header Fields Too Large",
   505: "HTTP Version Not Supported",
 };
+
+/**
+ * What to send, and how the log line names it. One page for every path, to
+ * GET and HEAD; other methods get 405, a refused head its error status.
+ */
+function respond(request: HttpRequest | Rejection, conn: Deno.Conn): Reply {
+  if (request instanceof Rejection) {
+    const { status, why, isHead } = request;
+    const body = `${status} ${REASONS[status]}: ${why}\n`;
+    const bytes = httpResponse(status, "text/plain", body, isHead);
+    return { status, outcome: `${status} (${why})`, bytes };
+  }
+  const quoted = `"${request.requestLine}"`;
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    const body = `405 ${REASONS[405]}: only GET and HEAD here\n`;
+    const allow: [string, string] = ["Allow", "GET, HEAD"];
+    const bytes = httpResponse(405, "text/plain", body, false, [allow]);
+    return { status: 405, outcome: `405 ${quoted}`, bytes };
+  }
+  // The page (step 8): HTML for a browser, plain text when Accept asks.
+  // HEAD gets the same headers, Content-Length included, and no body.
+  const page: PageInfo = {
+    client: formatAddr(conn.remoteAddr),
+    server: formatAddr(conn.localAddr),
+    request,
+  };
+  const isHead = request.method === "HEAD";
+  const bytes = prefersPlainText(request.headers)
+    ? httpResponse(200, "text/plain", plainPage(page), isHead)
+    : httpResponse(200, "text/html", htmlPage(page), isHead);
+  return { status: 200, outcome: `200 ${quoted}`, bytes };
+}
 
 /**
  * A whole response as bytes: status line, headers, empty line, body.
@@ -547,6 +332,11 @@ export function httpResponse(
   return out;
 }
 
+// ─── 7. Close politely ──────────────────────────────────────────────────────
+
+const LINGER_MS = 1000; // how long we wait for the client's FIN after ours
+const LINGER_MAX_BYTES = 1024 * 1024; // how much we read and discard
+
 /**
  * Close politely: send our FIN (`closeWrite`), then read and throw away what
  * the client still sends until it closes too (at most LINGER_MS, at most
@@ -563,18 +353,16 @@ async function lingeringClose(
     const until = performance.now() + LINGER_MS;
     const scratch = new Uint8Array(4096);
     for (let total = 0; total < LINGER_MAX_BYTES;) {
-      const n = await within(read(scratch), until - performance.now());
-      if (n === null || n === false) return;
+      const n = await untilOrTimeout(read(scratch), until - performance.now());
+      if (n === null || n === TIMED_OUT) return;
       total += n;
     }
   } catch {
     // A reset now changes nothing: the response is already on its way.
   }
 }
-const LINGER_MS = 1000; // how long we wait for the client's FIN after ours
-const LINGER_MAX_BYTES = 1024 * 1024; // how much we read and discard
 
-// ─── 7. The page ────────────────────────────────────────────────────────────
+// ─── 8. The page ────────────────────────────────────────────────────────────
 
 /** Escape text for HTML: every value from the request is untrusted. */
 export function escapeHtml(text: string): string {
@@ -610,7 +398,7 @@ the server's port stays.</p>
 <h2>What happened on the wire</h2>
 <ol>
 <li>Your client (a browser, curl, client.ts) connected: SYN, SYN-ACK, ACK, the TCP handshake.</li>
-<li>It wrote a request head of ${info.headBytes} bytes: the request line, the headers, an empty line.</li>
+<li>It wrote a request head of ${info.request.headBytes} bytes: the request line, the headers, an empty line.</li>
 <li>The server read them, wrote this page after a status line and headers
 (Content-Length, Connection: close) and closed its end.</li>
 </ol>
@@ -633,7 +421,7 @@ request line:
 headers received:
 ${headers}
 on the wire: your client connected (SYN, SYN-ACK, ACK), wrote a request head
-of ${info.headBytes} bytes, the server wrote this reply and closed (Connection: close).
+of ${info.request.headBytes} bytes, the server wrote this reply and closed (Connection: close).
 `;
 }
 
@@ -642,6 +430,86 @@ of ${info.headBytes} bytes, the server wrote this reply and closed (Connection: 
 if (import.meta.main) addEventListener("load", () => runMain(main, USAGE));
 
 // ───── plumbing: flags, usage, errors, signals, limits ─────
+
+/**
+ * The command-line program: parse flags, listen, print the listening line,
+ * serve until SIGINT/SIGTERM, print a summary. Returns the exit status;
+ * throws {@link UsageError} or an Error with a plain reason.
+ */
+export async function main(args: string[]): Promise<number> {
+  const options = parseHttpArgs(args);
+  if (options === "help") {
+    await writeStdout(USAGE + "\n");
+    return 0;
+  }
+  const listener = listenHttp(options);
+  // Ctrl-C (SIGINT) and `kill` (SIGTERM) stop the server cleanly. Listen
+  // for them before saying we listen: whoever reads that line may stop us.
+  const stop = new AbortController();
+  const force = new AbortController();
+  const removeSignals = onStopSignals(() => stop.abort(), () => force.abort());
+  try {
+    log(`tcp listening on ${formatAddr(listener.addr)}`);
+    const s = await serveHttp(listener, {
+      ...options,
+      grace: GRACE_SECONDS,
+      signal: stop.signal,
+      force: force.signal,
+    });
+    log(
+      `http server stopped: ${s.connections} connections, ${s.refused} refused, ${s.bytesIn} bytes in, ${s.bytesOut} bytes out`,
+    );
+  } finally {
+    removeSignals();
+  }
+  return 0;
+}
+
+/**
+ * Parse the command line into complete {@link HttpOptions}: the defaults
+ * are filled in here, and `--hex` turns `--trace` on, once for the whole
+ * program. Throws {@link UsageError} for an unknown flag or a bad value;
+ * returns `"help"` for `--help`.
+ */
+export function parseHttpArgs(args: string[]): HttpOptions | "help" {
+  const { values: v } = parseFlags(args, FLAGS);
+  if (v.help) return "help";
+  const o = { ...DEFAULTS };
+  if (v.hostname !== undefined) o.hostname = parseHostname(v.hostname);
+  if (v.port !== undefined) o.port = parseInteger("--port", v.port, 0, 65535);
+  if (v["max-connections"] !== undefined) {
+    o.maxConnections = parseInteger(
+      "--max-connections",
+      v["max-connections"],
+      1,
+      1_000_000,
+    );
+  }
+  // Both timeouts are timers: parseSeconds refuses more than a JavaScript
+  // timer holds (a longer one would fire at once).
+  if (v["idle-timeout"] !== undefined) {
+    o.idleTimeout = parseSeconds("--idle-timeout", v["idle-timeout"]);
+  }
+  if (v["head-timeout"] !== undefined) {
+    o.headTimeout = parseSeconds("--head-timeout", v["head-timeout"]);
+  }
+  o.quiet = v.quiet ?? false;
+  o.hex = v.hex ?? false;
+  o.trace = (v.trace ?? false) || o.hex;
+  return o;
+}
+
+const FLAGS = {
+  hostname: { type: "string" },
+  port: { type: "string" },
+  "max-connections": { type: "string" },
+  "idle-timeout": { type: "string" },
+  "head-timeout": { type: "string" },
+  quiet: { type: "boolean" },
+  trace: { type: "boolean" },
+  hex: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsOptionsConfig;
 
 /** Everything http.ts can be told on the command line. */
 export interface HttpOptions {
@@ -659,7 +527,7 @@ export interface HttpOptions {
   quiet: boolean;
   /** One line per read and write, with its size. */
   trace: boolean;
-  /** Under each traced line, the bytes in the xxd layout (implies trace). */
+  /** Under each traced line, the bytes in the xxd layout (with `trace`). */
   hex: boolean;
 }
 
@@ -709,78 +577,34 @@ The first line of output is "tcp listening on HOST:PORT". Ctrl-C (or
 SIGTERM) stops accepting, gives exchanges in flight up to ${GRACE_SECONDS} s, prints a
 summary; a second Ctrl-C closes them at once.`;
 
-const FLAGS = {
-  hostname: { type: "string" },
-  port: { type: "string" },
-  "max-connections": { type: "string" },
-  "idle-timeout": { type: "string" },
-  "head-timeout": { type: "string" },
-  quiet: { type: "boolean" },
-  trace: { type: "boolean" },
-  hex: { type: "boolean" },
-  help: { type: "boolean", short: "h" },
-} as const satisfies ParseArgsOptionsConfig;
+// --- for serveHttp: the accept loop's bookkeeping and shutdown --------------
 
 /**
- * Parse the command line. Throws {@link UsageError} for an unknown flag or a
- * bad value; returns `"help"` for `--help`.
+ * What {@link serveHttp} needs: the limits and log choices of the command
+ * line (all of them: `{ ...DEFAULTS, ... }` gives the defaults) and how to
+ * stop. `hex` adds the bytes to the lines of `trace`.
  */
-export function parseHttpArgs(args: string[]): HttpOptions | "help" {
-  const { values: v } = parseFlags(args, FLAGS);
-  if (v.help) return "help";
-  const o = { ...DEFAULTS };
-  if (v.hostname !== undefined) o.hostname = parseHostname(v.hostname);
-  if (v.port !== undefined) o.port = parseInteger("--port", v.port, 0, 65535);
-  if (v["max-connections"] !== undefined) {
-    o.maxConnections = parseInteger(
-      "--max-connections",
-      v["max-connections"],
-      1,
-      1_000_000,
-    );
-  }
-  if (v["idle-timeout"] !== undefined) {
-    o.idleTimeout = parseSeconds("--idle-timeout", v["idle-timeout"]);
-  }
-  if (v["head-timeout"] !== undefined) {
-    o.headTimeout = parseSeconds("--head-timeout", v["head-timeout"]);
-  }
-  o.quiet = v.quiet ?? false;
-  o.hex = v.hex ?? false;
-  o.trace = (v.trace ?? false) || o.hex;
-  return o;
+export interface ServeHttpOptions extends
+  Pick<
+    HttpOptions,
+    "maxConnections" | "idleTimeout" | "headTimeout" | "quiet" | "trace" | "hex"
+  > {
+  /** Abort to stop: stop accepting, give open exchanges `grace` seconds. */
+  signal: AbortSignal;
+  /** Abort to end the grace period early: close open connections now. */
+  force?: AbortSignal;
+  /** Seconds open exchanges get after `signal` (main: GRACE_SECONDS). */
+  grace: number;
+  /** Where log and trace lines go (best-effort stdout by default). */
+  log?: (line: string) => void;
+  /** Where warnings go, such as accept errors (stderr by default). */
+  warn?: (line: string) => void;
 }
 
 /** What the accept loop needs of a listener (a `Deno.TcpListener`). */
 export interface Listener {
   accept(): Promise<Deno.TcpConn>;
   close(): void;
-}
-
-/** Options for {@link answerHttp}; all have defaults. */
-export interface AnswerOptions {
-  /** Seconds from the start to the end of the request head (0: never). */
-  headTimeout?: number;
-  /** Seconds without a byte moving before the connection is closed. */
-  idleTimeout?: number;
-  /** Abort to close the connection now; the reason goes in the log. */
-  signal?: AbortSignal;
-  /** Called for each read and write (`read 78 bytes`) when tracing. */
-  trace?: (what: string, bytes: Uint8Array) => void;
-}
-
-/** Options for {@link serveHttp}; all have defaults. */
-export interface ServeHttpOptions extends Partial<HttpOptions> {
-  /** Abort to stop: stop accepting, give open exchanges `grace` seconds. */
-  signal?: AbortSignal;
-  /** Abort to end the grace period early: close open connections now. */
-  force?: AbortSignal;
-  /** Seconds open exchanges get after `signal` (default GRACE_SECONDS). */
-  grace?: number;
-  /** Where log and trace lines go (best-effort stdout by default). */
-  log?: (line: string) => void;
-  /** Where warnings go, such as accept errors (stderr by default). */
-  warn?: (line: string) => void;
 }
 
 /** What {@link serveHttp} reports when it stops. */
@@ -793,48 +617,305 @@ export interface HttpSummary {
   bytesOut: number;
 }
 
+/** A connection the accept loop took on: its number, ends and options. */
+interface Admitted {
+  id: number;
+  local: string;
+  remote: string;
+  options: AnswerHttpOptions;
+}
+
+/**
+ * The accept loop's bookkeeping: the totals, the open exchanges (to keep
+ * to --max-connections, and to close them at shutdown), one log line per
+ * exchange, and the shutdown with its grace period.
+ */
+class HttpServer {
+  readonly summary: HttpSummary = {
+    connections: 0,
+    refused: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+  };
+  readonly backoff: AcceptBackoff;
+  #open = new Map<number, AbortController>();
+  #handlers = new Set<Promise<void>>();
+  #print: (line: string) => void; // log and trace lines
+  #note: (line: string) => void; // the lines --quiet leaves out
+
+  constructor(readonly listener: Listener, readonly options: ServeHttpOptions) {
+    this.#print = options.log ?? log;
+    this.#note = options.quiet ? () => {} : this.#print;
+    this.backoff = new AcceptBackoff(options.warn ?? warn, options.signal);
+    // Closing the listening socket is how a pending accept() is interrupted.
+    options.signal.addEventListener("abort", this.#closeListener, {
+      once: true,
+    });
+  }
+
+  /** Whether the stop signal came: accept no more. */
+  get stopping(): boolean {
+    return this.options.signal.aborted;
+  }
+
+  /**
+   * Take `conn` on, or close it at once when --max-connections are open:
+   * the client sees the end (instead of waiting in the queue) and the
+   * connections we have keep going.
+   */
+  admit(conn: Deno.TcpConn): Admitted | undefined {
+    const local = formatAddr(conn.localAddr);
+    const remote = formatAddr(conn.remoteAddr);
+    const { maxConnections, headTimeout, idleTimeout, trace, hex } =
+      this.options;
+    if (this.#open.size >= maxConnections) {
+      this.summary.refused++;
+      conn.close();
+      this.#note(
+        `http refused local ${local} remote ${remote}: ${this.#open.size} open, --max-connections ${maxConnections}`,
+      );
+      return undefined;
+    }
+    const id = ++this.summary.connections;
+    const stop = new AbortController();
+    this.#open.set(id, stop);
+    return {
+      id,
+      local,
+      remote,
+      options: {
+        headTimeout,
+        idleTimeout,
+        signal: stop.signal,
+        trace: trace ? tracer(this.#print, `tcp #${id} `, hex) : undefined,
+      },
+    };
+  }
+
+  /** Count an exchange in, and log its outcome when it ends. */
+  track(admitted: Admitted, answering: Promise<HttpExchange>): void {
+    const { id, local, remote } = admitted;
+    const handler = answering
+      .then(({ outcome, bytesIn, bytesOut }) => {
+        this.summary.bytesIn += bytesIn;
+        this.summary.bytesOut += bytesOut;
+        this.#note(
+          `http local ${local} remote ${remote} (#${id}) ${outcome}, in ${bytesIn} bytes, out ${bytesOut} bytes`,
+        );
+      })
+      .finally(() => {
+        this.#open.delete(id);
+        this.#handlers.delete(handler);
+      });
+    this.#handlers.add(handler);
+  }
+
+  /**
+   * Stop accepting; the exchanges in flight get `grace` seconds to finish
+   * (or until `force`), then are closed. Resolves with the totals.
+   */
+  async finish(): Promise<HttpSummary> {
+    this.options.signal.removeEventListener("abort", this.#closeListener);
+    this.#closeListener();
+    if (this.#open.size > 0) {
+      this.#note(
+        `http stopping: ${this.#open.size} open, up to ${this.options.grace} s to finish`,
+      );
+      await finishWithin(this.#handlers, this.options.grace, (reason) => {
+        for (const stop of this.#open.values()) stop.abort(reason);
+      }, this.options.force);
+    }
+    return this.summary;
+  }
+
+  #closeListener = () => {
+    try {
+      this.listener.close();
+    } catch { /* already closed */ }
+  };
+}
+
+// --- for answerHttp: one exchange's options, outcome and timers -------------
+
+/** Options for {@link answerHttp}. */
+export interface AnswerHttpOptions {
+  /** Seconds from the start to the end of the request head (0: never). */
+  headTimeout: number;
+  /** Seconds without a byte moving before the connection is closed. */
+  idleTimeout: number;
+  /** Abort to close the connection now; the reason goes in the log. */
+  signal?: AbortSignal;
+  /** Called for each read and write (`read 78 bytes`) when tracing. */
+  trace?: Trace;
+}
+
 /** What one connection's exchange came to, for the log line. */
 export interface HttpExchange {
   /** The status sent, or 0 when nothing was sent. */
   status: number;
   /** `200 "GET / HTTP/1.1"`, `400 (why)`, or `no reply: why`. */
   outcome: string;
-  /** Size of the request head, empty line included (0 if incomplete). */
-  headBytes: number;
   bytesIn: number;
   bytesOut: number;
 }
 
-/** A parsed request head. */
-export interface HttpRequest {
-  method: string;
-  target: string;
-  /** `1.1` or `1.0`. */
-  version: string;
-  requestLine: string;
-  /** Header lines in order, name as sent, value without the spaces around. */
-  headers: [string, string][];
+/** Close a connection that may be closed already. */
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch { /* closed already */ }
 }
 
-/** What reading the head came to: a request, an error status, or nothing. */
-export type HeadResult =
-  | { kind: "request"; request: HttpRequest; bytes: number }
-  | { kind: "error"; status: number; why: string; isHead: boolean }
-  | { kind: "silent"; why: string };
-
-function error(status: number, why: string, isHead = false): HeadResult {
-  return { kind: "error", status, why, isHead };
+/** A complete request head: its request line, checked, and all its bytes. */
+export interface Head {
+  line: RequestLine;
+  bytes: Uint8Array;
 }
 
-function silent(why: string): HeadResult {
-  return { kind: "silent", why };
+/**
+ * A head we refuse: the status, why (for the body and the log line), and
+ * whether it is a HEAD request, which gets no body, even with an error,
+ * even one in its request line: so its first five bytes decide.
+ */
+export class Rejection {
+  constructor(
+    readonly status: number,
+    readonly why: string,
+    readonly isHead = false,
+  ) {}
 }
 
-interface PageInfo {
-  client: string;
-  server: string;
-  request: HttpRequest;
-  headBytes: number;
+/** A connection that sent no request: nothing to answer, just close. */
+export class NoRequest {
+  constructor(readonly why: string) {}
+}
+
+/** What {@link untilOrTimeout} returns when the time ran out. */
+const TIMED_OUT = Symbol("timed out");
+
+/**
+ * Wait for `promise` at most `ms` milliseconds (Infinity: no limit): its
+ * value, or TIMED_OUT. A read left pending then still counts its bytes when
+ * it completes; its failure (the connection closed meanwhile) is ignored.
+ */
+async function untilOrTimeout<T>(
+  promise: Promise<T>,
+  ms: number,
+): Promise<T | typeof TIMED_OUT> {
+  if (ms === Infinity) return await promise;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, ms));
+  });
+  try {
+    const result = await Promise.race([promise, timeout]);
+    if (result === TIMED_OUT) promise.catch(() => {});
+    return result;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A timeout flag's seconds as milliseconds; 0 (never) is Infinity. */
+function timeoutMs(seconds: number): number {
+  return seconds > 0 ? seconds * 1000 : Infinity;
+}
+
+// --- for readHead: limits, timeouts, the request line -----------------------
+
+/**
+ * The head filled the buffer without ending: 431 (RFC 6585). Or its request
+ * line did: then the target is longer than we parse, and RFC 9112 section 3
+ * says that MUST be 414.
+ */
+function tooLarge(received: Uint8Array, line?: RequestLine): Rejection {
+  const isHead = isHeadRequest(received);
+  return line
+    ? new Rejection(431, `request head over ${MAX_HEAD_BYTES} bytes`, isHead)
+    : new Rejection(414, `request line over ${MAX_HEAD_BYTES} bytes`, isHead);
+}
+
+/** Whether a request starts `HEAD ` (its response then has no body). */
+function isHeadRequest(received: Uint8Array): boolean {
+  return received.length >= 5 && latin1(received.subarray(0, 5)) === "HEAD ";
+}
+
+/**
+ * No byte came within the time left (`headLeft` ms of the head deadline)
+ * or the idle timeout: which timer fired, and what to do. With nothing
+ * received there is no request to answer (a browser opens spare
+ * connections it may never use); part of a head gets 408.
+ */
+function timedOut(
+  received: Uint8Array,
+  headLeft: number,
+  limits: { headTimeout: number; idleTimeout: number },
+): Rejection | NoRequest {
+  const idle = headLeft > timeoutMs(limits.idleTimeout);
+  if (received.length === 0) {
+    return new NoRequest(
+      idle
+        ? `no reply: idle for ${limits.idleTimeout} s`
+        : `no request within ${limits.headTimeout} s`,
+    );
+  }
+  return new Rejection(
+    408,
+    idle
+      ? `the request head stalled: no byte for ${limits.idleTimeout} s`
+      : `the request head did not arrive within ${limits.headTimeout} s`,
+    isHeadRequest(received),
+  );
+}
+
+const LF = 0x0a;
+const CR = 0x0d;
+
+// The grammar, from RFC 9112 (HTTP/1.1) and RFC 9110 (HTTP semantics).
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+"; // method and header names
+const REQUEST_LINE = new RegExp(
+  `^(${TOKEN}) ([\\x21-\\x7e]+) HTTP/(\\d)\\.(\\d)$`,
+); // method SP request-target SP HTTP-version
+
+/**
+ * The request line in `received` (the head so far; the bytes from `from`
+ * on are new): `undefined` while it has not ended, else the line or a
+ * {@link Rejection}: 400 for anything that is not `METHOD TARGET HTTP/x.y`
+ * (at once for a byte a request line cannot hold: it is printable ASCII),
+ * 505 for a version other than 1.x.
+ */
+function checkRequestLine(
+  received: Uint8Array,
+  from: number,
+): RequestLine | Rejection | undefined {
+  const isHead = isHeadRequest(received);
+  const end = received.indexOf(LF, from);
+  if (end < 0) {
+    const fresh = received.subarray(from);
+    for (let i = 0; i < fresh.length; i++) {
+      const b = fresh[i];
+      if ((b < 0x20 || b > 0x7e) && !(b === CR && i === fresh.length - 1)) {
+        return new Rejection(400, "malformed request line", isHead);
+      }
+    }
+    return undefined;
+  }
+  const text = latin1(received.subarray(0, end)).replace(/\r$/, "");
+  const m = REQUEST_LINE.exec(text);
+  if (!m) return new Rejection(400, "malformed request line", isHead);
+  if (m[3] !== "1") {
+    return new Rejection(
+      505,
+      `HTTP/${m[3]}.${m[4]} is not spoken here, only HTTP/1.x`,
+      isHead,
+    );
+  }
+  return {
+    method: m[1],
+    target: m[2],
+    version: `${m[3]}.${m[4]}`,
+    requestLine: text,
+  };
 }
 
 /** Bytes as text, one character per byte (for the ASCII grammar checks). */
@@ -842,6 +923,63 @@ function latin1(bytes: Uint8Array): string {
   let text = "";
   for (const b of bytes) text += String.fromCharCode(b);
   return text;
+}
+
+/** Index just past the first empty line (LF [CR] LF) in buf[0..length). */
+function findHeadEnd(buf: Uint8Array, from: number, length: number): number {
+  for (let i = buf.indexOf(LF, from); i >= 0 && i < length;) {
+    const next = buf[i + 1] === CR ? i + 2 : i + 1;
+    if (next < length && buf[next] === LF) return next + 1;
+    i = buf.indexOf(LF, i + 1);
+  }
+  return -1;
+}
+
+// --- for parseHead: the checks RFC 9112 and 9110 require --------------------
+
+/** A checked request line: `GET / HTTP/1.1`. */
+export interface RequestLine {
+  method: string;
+  target: string;
+  /** `1.1` or `1.0`. */
+  version: string;
+  /** The line as sent, without its line end. */
+  requestLine: string;
+}
+
+/** A parsed request head. */
+export interface HttpRequest extends RequestLine {
+  /** Header lines in order, name as sent, value without the spaces around. */
+  headers: [string, string][];
+  /** Size of the head, the empty line that ends it included. */
+  headBytes: number;
+}
+
+const HEADER_LINE = new RegExp(`^(${TOKEN}):([^]*)$`); // name ":" value
+const SPACE_BEFORE_COLON = new RegExp(`^${TOKEN}[ \t]+:`);
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/; // CTLs but HTAB: never in a value
+
+/**
+ * One header line, `Name: value`, as [name, value], or why it is refused
+ * (400). RFC 9112 section 5 says to refuse a space before the colon, and
+ * (or else unfold) obsolete line folding: a line that starts with a space
+ * or a tab continues the one above.
+ */
+function parseFieldLine(line: string): [string, string] | string {
+  const m = HEADER_LINE.exec(line);
+  if (!m) {
+    if (/^[ \t]/.test(line)) {
+      return "obsolete line folding (a header line starts with a space or tab) is not accepted";
+    }
+    if (SPACE_BEFORE_COLON.test(line)) {
+      return "whitespace before the colon of a header is not accepted";
+    }
+    return "malformed header line";
+  }
+  const value = trimSpaces(m[2]); // spaces and tabs around are not value
+  if (CONTROL.test(value)) return `control character in the ${m[1]} header`;
+  return [m[1], value];
 }
 
 /** `text` without the spaces and tabs at either end (in linear time). */
@@ -855,62 +993,84 @@ function trimSpaces(text: string): string {
   return text.slice(start, end);
 }
 
-/** Seconds to milliseconds, 0 (never) as Infinity. */
-function seconds(s: number | undefined): number {
-  return s ? s * 1000 : Infinity;
+/**
+ * Why RFC 9112 and 9110 say a server MUST refuse this request with 400, or
+ * undefined. Host says which site the client wants: HTTP/1.1 requires one,
+ * valid. Content-Length and Transfer-Encoding say where a body ends: when
+ * they are unclear, two servers in a row may disagree about it (a smuggled
+ * request), so anything unclear is refused.
+ */
+function mustRefuse(
+  line: RequestLine,
+  headers: [string, string][],
+): string | undefined {
+  const all = (name: string) =>
+    headers.filter(([k]) => k.toLowerCase() === name).map(([, v]) => v);
+  const host = all("host");
+  if (host.length === 0 && line.version !== "1.0") {
+    return "HTTP/1.1 request without a Host header";
+  }
+  if (host.length > 1) return "more than one Host header";
+  if (host.length === 1 && !validHost(host[0])) return "invalid Host header";
+  const lengths = all("content-length").flatMap((v) => v.split(","))
+    .map((v) => v.trim());
+  if (lengths.some((v) => !/^\d+$/.test(v))) return "invalid Content-Length";
+  // Compared as digits: 2^53 and 2^53 + 1 are one Number, yet two lengths.
+  if (new Set(lengths.map((v) => v.replace(/^0+(?=\d)/, ""))).size > 1) {
+    return "conflicting Content-Length headers";
+  }
+  const codings = all("transfer-encoding").join(",");
+  if (codings && lengths.length > 0) {
+    return "both Transfer-Encoding and Content-Length";
+  }
+  if (codings && !/(^|,)[ \t]*chunked[ \t]*$/i.test(codings)) {
+    return "Transfer-Encoding does not end in chunked";
+  }
+  return undefined;
+}
+
+// Host (RFC 3986): an IP literal in brackets, or a reg-name (letters, digits,
+// some marks, %XX), then an optional :port.
+const HOST =
+  /^(?:\[([0-9A-Fa-f:.]+)\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::\d*)?$/;
+
+/** A valid Host value; what is in brackets must be a real IPv6 address. */
+function validHost(value: string): boolean {
+  const m = HOST.exec(value);
+  // `[::1:::]` has the right characters but is no address: the URL parser
+  // knows the IPv6 grammar (eight groups, one `::` at most), so ask it.
+  return m !== null &&
+    (m[1] === undefined || URL.canParse(`http://[${m[1]}]/`));
+}
+
+// --- for respond: what the page needs ---------------------------------------
+
+/** A response ready to write, and how the log line names it. */
+interface Reply {
+  status: number;
+  outcome: string;
+  bytes: Uint8Array;
+}
+
+/** What the page shows. */
+interface PageInfo {
+  client: string;
+  server: string;
+  request: HttpRequest;
 }
 
 /**
- * Wait for `promise` at most `ms` milliseconds: its value, or `false` when
- * the time ran out. A read left pending then still counts its bytes when it
- * completes; its failure (the connection closed meanwhile) is ignored.
+ * Whether the client asked for plain text: its Accept names text/plain and
+ * not text/html. A type with q=0 is one the client does NOT accept: it is
+ * left out first.
  */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T | false> {
-  if (ms === Infinity) return await promise;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), Math.max(0, ms));
-  });
-  try {
-    const result = await Promise.race([promise, timeout]);
-    if (result === false) promise.catch(() => {});
-    return result;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
- * The command-line program: parse flags, listen, print the listening line,
- * serve until SIGINT/SIGTERM, print a summary. Returns the exit status;
- * throws {@link UsageError} or an Error with a plain reason.
- */
-export async function main(args: string[]): Promise<number> {
-  const options = parseHttpArgs(args);
-  if (options === "help") {
-    await writeStdout(USAGE + "\n");
-    return 0;
-  }
-  const listener = listenHttp(options);
-  // Ctrl-C (SIGINT) and `kill` (SIGTERM) stop the server cleanly. Listen
-  // for them before saying we listen: whoever reads that line may stop us.
-  const stop = new AbortController();
-  const force = new AbortController();
-  const removeSignals = onStopSignals(() => stop.abort(), () => force.abort());
-  try {
-    log(`tcp listening on ${formatAddr(listener.addr)}`);
-    const s = await serveHttp(listener, {
-      ...options,
-      signal: stop.signal,
-      force: force.signal,
-    });
-    log(
-      `http server stopped: ${s.connections} connections, ${s.refused} refused, ${s.bytesIn} bytes in, ${s.bytesOut} bytes out`,
-    );
-  } finally {
-    removeSignals();
-  }
-  return 0;
+function prefersPlainText(headers: [string, string][]): boolean {
+  const accept = headers.find(([k]) => k.toLowerCase() === "accept")?.[1] ??
+    "";
+  const wanted = accept.split(",")
+    .filter((range) => !/;[ \t]*q=0(\.0{0,3})?[ \t]*(;|$)/i.test(range))
+    .join(",");
+  return /text\/plain/i.test(wanted) && !/text\/html/i.test(wanted);
 }
 
 // ===== shared block: begin =====
@@ -1213,7 +1373,9 @@ export function log(line: string): void {
   if (logState.failed) return;
   const size = line.length + 1;
   if (logState.queued + size > LOG_QUEUE_BYTES) {
-    if (logState.dropped++ === 0) {
+    logState.dropped++;
+    if (!logState.warned) {
+      logState.warned = true;
       warn("warning: stdout is not being read; dropping log lines");
     }
     return;
@@ -1234,6 +1396,7 @@ const logState = {
   lines: [] as string[],
   queued: 0,
   dropped: 0,
+  warned: false,
   failed: false,
   writing: undefined as Promise<void> | undefined,
 };

@@ -3,6 +3,11 @@
  * what every server is made of: listen, accept, one handler per
  * connection, read and write back.
  *
+ * First listing: basics/tcp_server.ts (53 lines) is this lesson alone:
+ * listen, accept, one handler per connection, an echo that loops on short
+ * reads and writes, both ends logged. This file adds the flags, --trace and
+ * --hex, limits, IPv6, --reuse-port and a clean shutdown.
+ *
  * What it shows:
  * - `Deno.listen` opens a listening socket; the kernel completes each
  *   client's handshake and queues the connection (the backlog) until the
@@ -27,8 +32,9 @@
  *
  * Try next: `--trace` (where TCP's reads fall) and `--trace --hex` (the
  * bytes); in two terminals, two servers on one port with `--reuse-port`
- * (Deno 2.9 needs `--unstable-net` for it); `--workers 2`; and
- * `udp.ts --port 9000` beside it: TCP and UDP share a port number.
+ * (Deno 2.9 needs `--unstable-net` for it); workers.ts, this server on N
+ * event loops in one process; and `udp.ts --port 9000` beside it: TCP and
+ * UDP share a port number.
  *
  * This file stands alone (no imports but Deno's own): copy it and run it.
  */
@@ -53,7 +59,7 @@ export function listenTcp(options: {
   backlog?: number;
   reusePort?: boolean;
 }): Deno.TcpListener {
-  if (options.reusePort) requireUnstableNet("--reuse-port");
+  if (options.reusePort) requireUnstableNet();
   try {
     // Deno sets SO_REUSEADDR on every TCP listener: a restarted server binds
     // its port again at once, while the old connections linger in
@@ -83,8 +89,8 @@ export function listenTcp(options: {
  */
 export async function serveTcp(
   listener: Deno.TcpListener,
-  options: ServeOptions = {},
-): Promise<ServerSummary> {
+  options: ServeTcpOptions = {},
+): Promise<TcpSummary> {
   const server = new Server(listener, options); // counters, limits, log lines
   // Why not `for await (const conn of listener)`? One failed accept() ends
   // that loop, and with it the server; yet accept() fails every day: a
@@ -117,7 +123,7 @@ async function handleConnection(
   server: Server,
   conn: Deno.TcpConn,
 ): Promise<void> {
-  const c = server.opened(conn); // or closed at once over --max-connections
+  const c = server.admit(conn); // or closed at once over --max-connections
   if (!c) return;
   try {
     await echo(conn, c, c.trace);
@@ -180,409 +186,16 @@ if (import.meta.main) addEventListener("load", () => runMain(main, USAGE));
 
 // ───── plumbing: flags, usage, errors, signals, limits ─────
 
-/** Everything the server can be told on the command line. */
-export interface ServerOptions {
-  /** Address to bind. `127.0.0.1` (only this machine) unless told otherwise. */
-  hostname: string;
-  /** Port to bind; 0 asks the OS for a free one. */
-  port: number;
-  /** Length of the listen queue: connections the OS holds before we accept. */
-  backlog: number;
-  /** Connections served at once; one more is closed at once. */
-  maxConnections: number;
-  /** Seconds a connection may move no bytes before it is closed (0: never). */
-  idleTimeout: number;
-  /** Seconds open connections get to finish after SIGINT/SIGTERM. */
-  grace: number;
-  /** Set SO_REUSEPORT: share the port with other listeners that set it. */
-  reusePort: boolean;
-  /** Listeners on one port in this process, each in its own Worker. */
-  workers: number;
-  /** Leave out the per-connection log lines. */
-  quiet: boolean;
-  /** One log line per read and per write, with its size. */
-  trace: boolean;
-  /** Under each trace line, the bytes in the xxd layout (implies trace). */
-  hex: boolean;
-}
-
-/** The defaults, as `--help` shows them. */
-export const DEFAULTS: ServerOptions = {
-  hostname: "127.0.0.1",
-  port: 8080,
-  backlog: BACKLOG,
-  maxConnections: 1000,
-  idleTimeout: 300,
-  grace: 5,
-  reusePort: false,
-  workers: 1,
-  quiet: false,
-  trace: false,
-  hex: false,
-};
-
-/** The usage text printed by `--help` and after a bad flag. */
-export const USAGE = `usage: deno run --allow-net=127.0.0.1 server.ts [options]
-
-A TCP echo server: every byte a client sends comes back unchanged.
-
-options:
-  --hostname H          address to bind (default ${DEFAULTS.hostname}: only this
-                        machine can connect). 0.0.0.0 (or ::) accepts
-                        connections from every network this machine is on:
-                        anyone who can reach it can use your echo server.
-                        Deno then needs --allow-net=0.0.0.0 as well.
-  --port N              port to bind, 0..65535; 0 picks a free one
-                        (default ${DEFAULTS.port})
-  --backlog N           listen queue length, connections waiting to be
-                        accepted (default ${DEFAULTS.backlog}; the OS may round it)
-  --max-connections N   connections served at once; more are closed at
-                        once (default ${DEFAULTS.maxConnections})
-  --idle-timeout S      close a connection that moves no bytes for S seconds;
-                        0 never closes (default ${DEFAULTS.idleTimeout})
-  --grace S             on Ctrl-C/SIGTERM, seconds open connections get to
-                        finish before they are closed (default ${DEFAULTS.grace});
-                        a second Ctrl-C closes them at once
-  --reuse-port          set SO_REUSEPORT, so that several servers that all
-                        set it can listen on this one port; the kernel
-                        spreads the connections among them (Linux). Deno 2.9
-                        needs --unstable-net for it.
-  --workers N           N listeners on this one port in one process, each in
-                        a Deno Worker with its own event loop (default ${DEFAULTS.workers});
-                        implies --reuse-port. Their log lines start with
-                        "worker N | "; the summary adds them up. Needs
-                        --unstable-net and read access to this file, which
-                        each worker loads:
-                        deno run --allow-net=127.0.0.1 --allow-read=server.ts
-                          --unstable-net server.ts --workers 2
-  --quiet               no log line per connection (--trace lines still print)
-  --trace               one line per read and per write with its size:
-                        "tcp #N read 5 bytes", "tcp #N wrote 5 bytes"
-                        (#N is the connection's number in its open line)
-  --hex                 under each trace line, the bytes as xxd shows them
-                        (implies --trace)
-  --help                show this help
-
-The first line of output is "tcp listening on HOST:PORT". Ctrl-C (SIGINT)
-or SIGTERM stops accepting, lets open connections finish, prints a summary
-and exits 0.`;
-
-const FLAGS = {
-  hostname: { type: "string" },
-  port: { type: "string" },
-  backlog: { type: "string" },
-  "max-connections": { type: "string" },
-  "idle-timeout": { type: "string" },
-  grace: { type: "string" },
-  "reuse-port": { type: "boolean" },
-  workers: { type: "string" },
-  quiet: { type: "boolean" },
-  trace: { type: "boolean" },
-  hex: { type: "boolean" },
-  help: { type: "boolean", short: "h" },
-} as const satisfies ParseArgsOptionsConfig;
-
-/**
- * Parse the command line. Throws {@link UsageError} for an unknown flag or a
- * bad value; returns `"help"` for `--help`.
- */
-export function parseServerArgs(args: string[]): ServerOptions | "help" {
-  const { values } = parseFlags(args, FLAGS);
-  if (values.help) return "help";
-  const d = DEFAULTS;
-  const int = (
-    flag: string,
-    text: string | undefined,
-    min: number,
-    max: number,
-    fallback: number,
-  ) => text === undefined ? fallback : parseInteger(flag, text, min, max);
-  const seconds = (flag: string, text: string | undefined, fallback: number) =>
-    text === undefined ? fallback : parseSeconds(flag, text);
-  const hex = values.hex ?? false;
-  return {
-    hostname: values.hostname === undefined
-      ? d.hostname
-      : parseHostname(values.hostname),
-    port: int("--port", values.port, 0, 65535, d.port),
-    backlog: int("--backlog", values.backlog, 1, 65535, d.backlog),
-    maxConnections: int(
-      "--max-connections",
-      values["max-connections"],
-      1,
-      1_000_000,
-      d.maxConnections,
-    ),
-    idleTimeout: seconds(
-      "--idle-timeout",
-      values["idle-timeout"],
-      d.idleTimeout,
-    ),
-    grace: seconds("--grace", values.grace, d.grace),
-    reusePort: values["reuse-port"] ?? d.reusePort,
-    workers: int("--workers", values.workers, 1, 256, d.workers),
-    quiet: values.quiet ?? d.quiet,
-    trace: (values.trace ?? d.trace) || hex,
-    hex,
-  };
-}
-
-/** Counters for one connection, or summed over the whole server. */
-export interface ByteCounts {
-  bytesIn: number;
-  bytesOut: number;
-}
-
-/** What {@link serveTcp} reports when it stops. */
-export interface ServerSummary extends ByteCounts {
-  /** Connections served (accepted and handled). */
-  connections: number;
-  /** Connections closed at once because --max-connections was reached. */
-  refused: number;
-}
-
-/** Options for {@link serveTcp}; all but the listener have defaults. */
-export interface ServeOptions extends Partial<ServerOptions> {
-  /** Abort to stop: stop accepting, give open connections `grace` seconds. */
-  signal?: AbortSignal;
-  /** Abort to end the grace period early: close open connections now. */
-  force?: AbortSignal;
-  /** Where event and trace lines go (best-effort stdout by default). */
-  log?: (line: string) => void;
-  /** Where warnings go, such as accept errors (stderr by default). */
-  warn?: (line: string) => void;
-}
-
-/** One open connection, as the server tracks it. */
-interface Connection extends ByteCounts {
-  id: number;
-  conn: Deno.TcpConn;
-  /** The socket pair: our end and the client's end. */
-  local: string;
-  remote: string;
-  /** Bytes moved when the idle sweep last looked, and since when unchanged. */
-  seen: number;
-  quietSince: number;
-  /** Why we closed it, if it was us (idle timeout, shutdown). */
-  reason?: string;
-  trace?: Trace;
-}
-
-/**
- * The book-keeping of one {@link serveTcp}: open connections and their
- * limits, counters, log lines, the idle sweep and the shutdown.
- */
-class Server {
-  readonly summary: ServerSummary = {
-    connections: 0,
-    refused: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-  };
-  /** How the accept loop waits after a failed accept(). */
-  readonly backoff: AcceptBackoff;
-  readonly #open = new Map<number, Connection>();
-  readonly #handlers = new Set<Promise<void>>();
-  readonly #listener: Deno.TcpListener;
-  readonly #options: ServerOptions;
-  readonly #signal: AbortSignal;
-  readonly #force?: AbortSignal;
-  readonly #print: (line: string) => void;
-  readonly #log: (line: string) => void;
-  readonly #warn: (line: string) => void;
-  readonly #stopIdleSweep: () => void;
-  readonly #closeListener = () => {
-    try {
-      this.#listener.close();
-    } catch { /* already closed */ }
-  };
-
-  constructor(listener: Deno.TcpListener, options: ServeOptions) {
-    this.#listener = listener;
-    this.#options = { ...DEFAULTS, ...options };
-    this.#options.trace ||= this.#options.hex;
-    this.#signal = options.signal ?? new AbortController().signal;
-    this.#force = options.force;
-    this.#print = options.log ?? log;
-    this.#log = this.#options.quiet ? () => {} : this.#print;
-    this.#warn = options.warn ?? warn;
-    this.backoff = new AcceptBackoff(this.#warn, this.#signal);
-    // Closing the listener is how a pending accept() is interrupted.
-    this.#signal.addEventListener("abort", this.#closeListener, {
-      once: true,
-    });
-    this.#stopIdleSweep = sweepIdle(this.#open, this.#options.idleTimeout);
-  }
-
-  /** Whether the server was told to stop. */
-  get stopping(): boolean {
-    return this.#signal.aborted;
-  }
-
-  /** Keep the handler of a connection, to wait for it at shutdown. */
-  track(handler: Promise<void>): void {
-    // A handler does not throw, unless a `log` given in-process does: then
-    // warn, and keep serving the others.
-    const tracked: Promise<void> = handler
-      .catch((err) =>
-        this.#warn(
-          `warning: connection handler failed: ${errorText(err)}`,
-        )
-      )
-      .finally(() => this.#handlers.delete(tracked));
-    this.#handlers.add(tracked);
-  }
-
-  /**
-   * A new connection: count and log it, or, over --max-connections, close
-   * it at once (the client sees its end instead of waiting in the
-   * backlog, and the others keep being served) and return undefined.
-   */
-  opened(conn: Deno.TcpConn): Connection | undefined {
-    const local = formatAddr(conn.localAddr);
-    const remote = formatAddr(conn.remoteAddr);
-    const max = this.#options.maxConnections;
-    if (this.#open.size >= max) {
-      this.summary.refused++;
-      closeQuietly(conn);
-      this.#log(
-        `tcp refused local ${local} remote ${remote}: ${this.#open.size} open, --max-connections ${max}`,
-      );
-      return undefined;
-    }
-    const id = ++this.summary.connections;
-    const c: Connection = {
-      id,
-      conn,
-      local,
-      remote,
-      bytesIn: 0,
-      bytesOut: 0,
-      seen: 0,
-      quietSince: performance.now(),
-      trace: this.#options.trace
-        ? tracer(this.#print, `tcp #${id} `, this.#options.hex)
-        : undefined,
-    };
-    this.#open.set(id, c);
-    this.#log(
-      `tcp open local ${local} remote ${remote} (#${id}, ${this.#open.size} open)`,
-    );
-    return c;
-  }
-
-  /** The handler is done: close the socket, add up, log the close line. */
-  closed(c: Connection): void {
-    closeQuietly(c.conn);
-    this.#open.delete(c.id);
-    this.summary.bytesIn += c.bytesIn;
-    this.summary.bytesOut += c.bytesOut;
-    this.#log(
-      `tcp close local ${c.local} remote ${c.remote} (#${c.id}) in ${c.bytesIn} bytes, out ${c.bytesOut} bytes${
-        c.reason ? `: ${c.reason}` : ""
-      }`,
-    );
-  }
-
-  /**
-   * Stopped accepting: give the open connections the grace period to
-   * finish (a second signal, `force`, ends it early), then close what is
-   * left. Returns the totals.
-   */
-  async finish(): Promise<ServerSummary> {
-    this.#signal.removeEventListener("abort", this.#closeListener);
-    this.#closeListener();
-    const grace = this.#options.grace;
-    if (this.#open.size > 0) {
-      this.#log(
-        `tcp stopping: ${this.#open.size} open, up to ${grace} s to finish`,
-      );
-      await finishWithin(this.#handlers, grace, (reason) => {
-        for (const c of this.#open.values()) closeConnection(c, reason);
-      }, this.#force);
-    }
-    await Promise.all(this.#handlers);
-    this.#stopIdleSweep();
-    return this.summary;
-  }
-}
-
-/**
- * `--idle-timeout`: close connections that moved no bytes for that long.
- * One timer for the whole server sweeps the byte counters now and then, so
- * a read or write pays nothing for it. Returns a function that stops it.
- */
-function sweepIdle(
-  open: Map<number, Connection>,
-  idleSeconds: number,
-): () => void {
-  if (idleSeconds <= 0) return () => {};
-  const limit = idleSeconds * 1000;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    for (const c of open.values()) {
-      const moved = c.bytesIn + c.bytesOut;
-      if (moved !== c.seen) {
-        c.seen = moved;
-        c.quietSince = now;
-      } else if (now - c.quietSince >= limit) {
-        closeConnection(c, `idle for ${idleSeconds} s`);
-      }
-    }
-  }, Math.min(1000, Math.max(50, limit / 10)));
-  return () => clearInterval(timer);
-}
-
-/** Close a connection from outside its handler (its pending read fails). */
-function closeConnection(c: Connection, reason: string): void {
-  c.reason ??= reason;
-  closeQuietly(c.conn);
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch { /* already closed */ }
-}
-
-/**
- * Deno 2.9 has `reusePort` only with `--unstable-net`, and without it
- * `Deno.listen({ reusePort: true })` ends the process (exit 70) instead of
- * throwing. `Deno.listenDatagram` is missing without the same flag: ask it.
- */
-function requireUnstableNet(flag: string): void {
-  if (
-    typeof (Deno as { listenDatagram?: unknown }).listenDatagram === "function"
-  ) return;
-  const example = flag === "--workers"
-    ? "--allow-net=127.0.0.1 --allow-read=server.ts --unstable-net server.ts --workers 2"
-    : `--allow-net=127.0.0.1 --unstable-net server.ts ${flag}`;
-  throw new Error(
-    `${flag} needs Deno's --unstable-net flag (SO_REUSEPORT is unstable in Deno ${Deno.version.deno}); run, e.g.: deno run ${example}`,
-  );
-}
-
-/** The summary line at exit. */
-function summaryLine(s: ServerSummary): string {
-  return `tcp server stopped: ${s.connections} connections, ${s.refused} refused, ${s.bytesIn} bytes in, ${s.bytesOut} bytes out`;
-}
-
-/**
- * The command-line program: parse flags, listen, print the listening line,
- * serve until SIGINT/SIGTERM, print a summary. Returns the exit status;
- * throws {@link UsageError} or an Error with a plain reason.
- */
+/** The program: parse, listen, serve until SIGINT/SIGTERM; the exit status. */
 export async function main(args: string[]): Promise<number> {
   const options = parseServerArgs(args);
   if (options === "help") {
     await writeStdout(USAGE + "\n");
     return 0;
   }
-  if (options.workers > 1) return await serveWithWorkers(options);
   const listener = listenTcp(options);
-  // Ctrl-C (SIGINT) and `kill` (SIGTERM) stop the server cleanly; a second
-  // one skips the grace period. Listen for them before saying we listen:
-  // whoever reads that line may stop us.
+  // SIGINT (Ctrl-C) and SIGTERM stop the server; a second one skips the grace.
+  // Listen for them before saying we listen: whoever reads that may stop us.
   const stop = new AbortController();
   const force = new AbortController();
   const removeSignals = onStopSignals(() => stop.abort(), () => force.abort());
@@ -600,211 +213,300 @@ export async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-// --- --workers: N listeners on one port, one Deno Worker each ---------------
-// The main thread starts the workers (each loads this same file and starts
-// at the worker entry below), prints the lines they send, passes
-// SIGINT/SIGTERM on, and adds up their summaries.
+/** What the command line sets, with the defaults `--help` shows. */
+export const DEFAULTS = {
+  hostname: "127.0.0.1", // the address to bind: only this machine can connect
+  port: 8080, // 0 asks the OS for a free one
+  backlog: BACKLOG, // listen queue: connections the OS holds for accept()
+  maxConnections: 1000, // served at once; one more is closed at once
+  idleTimeout: 300, // seconds a connection may move no bytes (0: for ever)
+  grace: 5, // seconds open connections get to finish after SIGINT/SIGTERM
+  reusePort: false, // SO_REUSEPORT: share the port with others that set it
+  quiet: false, // leave out the per-connection log lines
+  trace: false, // one log line per read and per write, with its size
+  hex: false, // under each trace line, its bytes in the xxd layout
+};
 
-/** Messages from the main thread to a worker. */
-type ToWorker =
-  | { type: "start"; id: number; options: ServerOptions }
-  | { type: "stop" }
-  | { type: "force" };
+/** Everything the server can be told on the command line. */
+export type ServerOptions = typeof DEFAULTS;
 
-/** Messages from a worker to the main thread. */
-type FromWorker =
-  | { type: "listening"; hostname: string; port: number }
-  | { type: "log"; line: string }
-  | { type: "warn"; line: string }
-  | { type: "failed"; message: string }
-  | { type: "done"; summary: ServerSummary };
+// --workers N lives in workers.ts now: a usage error says how to run it.
+const WORKERS_COMMAND =
+  "deno run --allow-net=127.0.0.1 --allow-read=workers.ts,server.ts --unstable-net workers.ts --workers N";
 
-/** The part of a worker's global scope we use. */
-interface WorkerScope {
-  postMessage(message: FromWorker): void;
-  onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
-}
+/** The options part of the usage text (workers.ts shows it too). */
+export const OPTIONS_HELP =
+  `  --hostname H          address to bind (default ${DEFAULTS.hostname}: only this
+                        machine can connect); 0.0.0.0 or :: accepts clients
+                        from every network, and needs --allow-net=0.0.0.0
+  --port N              port to bind, 0..65535; 0 picks a free one
+                        (default ${DEFAULTS.port})
+  --backlog N           listen queue: connections waiting for accept()
+                        (default ${DEFAULTS.backlog})
+  --max-connections N   connections served at once; more are closed at
+                        once (default ${DEFAULTS.maxConnections})
+  --idle-timeout S      close connections idle S seconds; 0 never (default ${DEFAULTS.idleTimeout})
+  --grace S             on Ctrl-C/SIGTERM, seconds open connections get to
+                        finish (default ${DEFAULTS.grace}); a second Ctrl-C closes them now
+  --reuse-port          set SO_REUSEPORT: servers that all set it share this
+                        port, the kernel spreads the connections among them
+                        (needs --unstable-net)
+  --quiet               no log line per connection (--trace lines still print)
+  --trace               a line per read and per write with its size, e.g.
+                        "tcp #N read 5 bytes" (#N: the number in its open line)
+  --hex                 --trace, and the bytes under each line as xxd shows
+  --help                show this help`;
 
-// A worker gets no "load" event, so the entry above does not run in one: a
-// worker of --workers (this file, loaded again) starts here instead.
-if (import.meta.main && "WorkerGlobalScope" in globalThis) {
-  queueMicrotask(() => runMain(serveAsWorker, USAGE));
-}
+/** The usage text printed by `--help` and after a bad flag. */
+export const USAGE = `usage: deno run --allow-net=127.0.0.1 server.ts [options]
 
-/** In a worker: listen where the main thread says, serve, report. */
-async function serveAsWorker(): Promise<number> {
-  const scope = globalThis as unknown as WorkerScope;
-  const post = (message: FromWorker) => scope.postMessage(message);
-  const stop = new AbortController();
-  const force = new AbortController();
-  const start = Promise.withResolvers<ServerOptions>();
-  scope.onmessage = (event) => {
-    const m = event.data;
-    if (m.type === "start") start.resolve(m.options);
-    else if (m.type === "stop") stop.abort();
-    else force.abort();
-  };
-  const options = await start.promise;
-  try {
-    const listener = listenTcp({ ...options, reusePort: true });
-    const { hostname, port } = listener.addr;
-    post({ type: "listening", hostname, port });
-    const summary = await serveTcp(listener, {
-      ...options,
-      signal: stop.signal,
-      force: force.signal,
-      log: (line) => post({ type: "log", line }),
-      warn: (line) => post({ type: "warn", line }),
-    });
-    post({ type: "done", summary });
-  } catch (err) {
-    post({
-      type: "failed",
-      message: err instanceof Error ? err.message : String(err),
-    });
-  }
-  // The main thread ends this worker (worker.terminate()) once it has read
-  // our last message; exiting here could lose it.
-  return await new Promise<never>(() => {});
-}
+A TCP echo server: every byte a client sends comes back unchanged.
 
-/** One worker as the main thread sees it. */
-class WorkerHandle {
-  readonly worker: Worker;
-  readonly listening = Promise.withResolvers<Deno.NetAddr>();
-  readonly done = Promise.withResolvers<ServerSummary>();
+options:
+${OPTIONS_HELP}
 
-  constructor(readonly id: number, options: ServerOptions) {
-    this.worker = new Worker(import.meta.url, {
-      type: "module",
-      name: `worker ${id}`,
-    });
-    // A failure rejects whichever of the two is still pending.
-    this.listening.promise.catch(() => {});
-    this.done.promise.catch(() => {});
-    const fail = (message: string) => {
-      const err = new Error(message);
-      this.listening.reject(err);
-      this.done.reject(err);
-    };
-    this.worker.onmessage = (event: MessageEvent<FromWorker>) => {
-      const m = event.data;
-      if (m.type === "listening") {
-        this.listening.resolve({
-          transport: "tcp",
-          hostname: m.hostname,
-          port: m.port,
-        });
-      } else if (m.type === "log") log(`worker ${id} | ${m.line}`);
-      else if (m.type === "warn") warn(`worker ${id} | ${m.line}`);
-      else if (m.type === "failed") fail(m.message);
-      else this.done.resolve(m.summary);
-    };
-    this.worker.onerror = (event: ErrorEvent) => {
-      event.preventDefault();
-      fail(event.message);
-    };
-    this.send({ type: "start", id, options });
-  }
+The first line of output is "tcp listening on HOST:PORT". Ctrl-C (SIGINT)
+or SIGTERM stops accepting, lets open connections finish, prints a summary
+and exits 0. N listeners on this port in one process (N event loops):
+  ${WORKERS_COMMAND}`;
 
-  send(message: ToWorker): void {
-    this.worker.postMessage(message);
-  }
-}
+const FLAGS = {
+  hostname: { type: "string" },
+  port: { type: "string" },
+  backlog: { type: "string" },
+  "max-connections": { type: "string" },
+  "idle-timeout": { type: "string" },
+  grace: { type: "string" },
+  "reuse-port": { type: "boolean" },
+  workers: { type: "string" }, // only to say where it went
+  quiet: { type: "boolean" },
+  trace: { type: "boolean" },
+  hex: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsOptionsConfig;
 
 /**
- * `--workers N`: start N workers on one port (the first binds `--port`,
- * which may be 0; the others bind the port it got), print the listening
- * line, serve until SIGINT/SIGTERM, then print each worker's summary and
- * the sum. A worker that fails stops them all: exit 1.
+ * Parse the command line; the defaults, and "--hex implies --trace", are
+ * applied here, once. Throws {@link UsageError} for an unknown flag or a
+ * bad value; returns `"help"` for `--help`.
  */
-async function serveWithWorkers(options: ServerOptions): Promise<number> {
-  requireUnstableNet("--workers");
-  const script = new URL(import.meta.url);
-  if (
-    script.protocol === "file:" &&
-    Deno.permissions.querySync({ name: "read", path: script }).state !==
-      "granted"
-  ) {
-    throw new Error(
-      `--workers needs read access to this script, which each worker loads: run again with --allow-read=${
-        decodeURIComponent(script.pathname)
+export function parseServerArgs(args: string[]): ServerOptions | "help" {
+  const { values: v } = parseFlags(args, FLAGS);
+  if (v.help) return "help";
+  if (v.workers !== undefined) {
+    throw new UsageError(
+      `--workers is workers.ts's flag now: ${WORKERS_COMMAND}`,
+    );
+  }
+  const int = (flag: string, t: string | undefined, min = 1, max = 65535) =>
+    t === undefined ? undefined : parseInteger(flag, t, min, max);
+  const seconds = (flag: string, text: string | undefined) =>
+    text === undefined ? undefined : parseSeconds(flag, text);
+  const d = DEFAULTS;
+  const hex = v.hex ?? d.hex;
+  return {
+    hostname: v.hostname === undefined ? d.hostname : parseHostname(v.hostname),
+    port: int("--port", v.port, 0) ?? d.port,
+    backlog: int("--backlog", v.backlog) ?? d.backlog,
+    maxConnections: int("--max-connections", v["max-connections"], 1, 1e6) ??
+      d.maxConnections,
+    idleTimeout: seconds("--idle-timeout", v["idle-timeout"]) ?? d.idleTimeout,
+    grace: seconds("--grace", v.grace) ?? d.grace,
+    reusePort: v["reuse-port"] ?? d.reusePort,
+    quiet: v.quiet ?? d.quiet,
+    trace: (v.trace ?? d.trace) || hex,
+    hex,
+  };
+}
+
+// Deno 2.9 has `reusePort` only with `--unstable-net`; without it, `reusePort:
+// true` ends the process (exit 70). `Deno.listenDatagram` needs it too: ask it.
+function requireUnstableNet(): void {
+  if ("listenDatagram" in Deno) return;
+  throw new Error(
+    `--reuse-port needs Deno's --unstable-net flag (SO_REUSEPORT is unstable in Deno ${Deno.version.deno}); run, e.g.: deno run --allow-net=127.0.0.1 --unstable-net server.ts --reuse-port`,
+  );
+}
+
+/** Counters for one connection, or summed over the whole server. */
+export interface ByteCounts {
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** What {@link serveTcp} resolves with (refused: over --max-connections). */
+export type TcpSummary = ByteCounts & { connections: number; refused: number };
+
+/**
+ * Options for {@link serveTcp}. The command line's defaults are applied by
+ * {@link parseServerArgs}; in-process, what is left out is off: no limit,
+ * no idle timeout, no grace (an abort closes open connections), no trace.
+ */
+export interface ServeTcpOptions extends Partial<ServerOptions> {
+  signal?: AbortSignal; // abort: stop accepting, `grace` s for the open ones
+  force?: AbortSignal; // abort: end the grace period, close them now
+  log?: (line: string) => void; // event and trace lines (default: stdout)
+  warn?: (line: string) => void; // warnings, accept errors (default: stderr)
+  // slots[0] counts the connections maxConnections limits: servers given one
+  // on a SharedArrayBuffer (workers.ts's workers) share one limit.
+  slots?: Int32Array;
+}
+
+/** One open connection, as the server tracks it. */
+class Connection implements ByteCounts {
+  bytesIn = 0;
+  bytesOut = 0;
+  seen = 0; // bytes moved when the idle sweep last looked
+  quietSince = performance.now(); // and since when that number is unchanged
+  reason?: string; // why we closed it, if it was us (idle, shutdown)
+  constructor(
+    readonly id: number,
+    readonly conn: Deno.TcpConn,
+    readonly local: string, // the socket pair: our end
+    readonly remote: string, // and the client's
+    readonly trace?: Trace,
+  ) {}
+
+  /** Close it from outside its handler (its pending read fails). */
+  close(reason: string): void {
+    this.reason ??= reason;
+    closeQuietly(this.conn);
+  }
+}
+
+/** One {@link serveTcp}'s book-keeping: connections, limit, idle, shutdown. */
+class Server {
+  readonly summary = { connections: 0, refused: 0, bytesIn: 0, bytesOut: 0 };
+  /** How the accept loop waits after a failed accept(). */
+  readonly backoff: AcceptBackoff;
+  readonly #open = new Map<number, Connection>();
+  readonly #handlers = new Set<Promise<void>>();
+  readonly #o:
+    & ServeTcpOptions
+    & Required<Pick<ServeTcpOptions, "signal" | "log" | "warn" | "slots">>;
+  readonly #log: (line: string) => void; // event lines, unless --quiet
+  readonly #stopIdleSweep: () => void;
+  readonly #closeListener: () => void;
+
+  constructor(listener: Deno.TcpListener, options: ServeTcpOptions) {
+    const o = { signal: new AbortController().signal, log, warn, ...options };
+    this.#o = { ...o, slots: options.slots ?? new Int32Array(1) };
+    this.#log = o.quiet ? () => {} : o.log;
+    this.backoff = new AcceptBackoff(o.warn, o.signal);
+    // Closing the listener is how a pending accept() is interrupted.
+    this.#closeListener = () => closeQuietly(listener);
+    o.signal.addEventListener("abort", this.#closeListener);
+    this.#stopIdleSweep = sweepIdle(this.#open, o.idleTimeout ?? 0);
+  }
+
+  /** Whether the server was told to stop. */
+  get stopping(): boolean {
+    return this.#o.signal.aborted;
+  }
+
+  /** Keep the handler of a connection, to wait for it at shutdown. */
+  track(handler: Promise<void>): void {
+    // A handler throws only if a `log` given in-process does: warn, go on.
+    const tracked: Promise<void> = handler
+      .catch((e) => this.#o.warn(`warning: handler failed: ${errorText(e)}`))
+      .finally(() => this.#handlers.delete(tracked));
+    this.#handlers.add(tracked);
+  }
+
+  /**
+   * Take a slot, count and log it; over the limit, close it at once (the
+   * client sees its end instead of waiting in the backlog): undefined.
+   */
+  admit(conn: Deno.TcpConn): Connection | undefined {
+    const local = formatAddr(conn.localAddr);
+    const remote = formatAddr(conn.remoteAddr);
+    const { maxConnections: max = Infinity, trace, hex = false } = this.#o;
+    // Count, then look, give the slot back if over: servers on other threads
+    // sharing the slots (Atomics steps are indivisible) admit at most `max`.
+    const open = Atomics.add(this.#o.slots, 0, 1) + 1;
+    if (open > max) {
+      Atomics.sub(this.#o.slots, 0, 1);
+      this.summary.refused++;
+      closeQuietly(conn);
+      const why = `${open - 1} open, --max-connections ${max}`;
+      this.#log(`tcp refused local ${local} remote ${remote}: ${why}`);
+      return undefined;
+    }
+    const id = ++this.summary.connections;
+    const print = trace ? tracer(this.#o.log, `tcp #${id} `, hex) : undefined;
+    const c = new Connection(id, conn, local, remote, print);
+    this.#open.set(id, c);
+    this.#log(
+      `tcp open local ${local} remote ${remote} (#${id}, ${this.#open.size} open)`,
+    );
+    return c;
+  }
+
+  /** The handler is done: close the socket, add up, log the close line. */
+  closed(c: Connection): void {
+    closeQuietly(c.conn);
+    this.#open.delete(c.id);
+    Atomics.sub(this.#o.slots, 0, 1); // give the slot back
+    this.summary.bytesIn += c.bytesIn;
+    this.summary.bytesOut += c.bytesOut;
+    this.#log(
+      `tcp close local ${c.local} remote ${c.remote} (#${c.id}) in ${c.bytesIn} bytes, out ${c.bytesOut} bytes${
+        c.reason ? `: ${c.reason}` : ""
       }`,
     );
   }
-  const workers: WorkerHandle[] = [];
-  const stopAll = (type: "stop" | "force") => {
-    for (const w of workers) w.send({ type });
-  };
-  let addr: Deno.NetAddr;
-  let addrs: Deno.NetAddr[];
-  try {
-    workers.push(new WorkerHandle(1, options));
-    addr = await workers[0].listening.promise;
-    for (let id = 2; id <= options.workers; id++) {
-      workers.push(
-        new WorkerHandle(id, {
-          ...options,
-          hostname: addr.hostname,
-          port: addr.port,
-        }),
+
+  /**
+   * Stopped accepting: give the open connections the grace period to finish
+   * (a second signal, `force`, ends it early), then close what is left.
+   */
+  async finish(): Promise<TcpSummary> {
+    this.#o.signal.removeEventListener("abort", this.#closeListener);
+    this.#closeListener();
+    const grace = this.#o.grace ?? 0;
+    if (this.#open.size > 0) {
+      this.#log(
+        `tcp stopping: ${this.#open.size} open, up to ${grace} s to finish`,
       );
+      await finishWithin(this.#handlers, grace, (reason) => {
+        for (const c of this.#open.values()) c.close(reason);
+      }, this.#o.force);
     }
-    addrs = await Promise.all(workers.map((w) => w.listening.promise));
-  } catch (err) {
-    for (const w of workers) w.worker.terminate();
-    throw err;
+    await Promise.all(this.#handlers);
+    this.#stopIdleSweep();
+    return this.summary;
   }
-  const removeSignals = onStopSignals(
-    () => stopAll("stop"),
-    () => stopAll("force"),
-  );
-  let failures = 0;
-  try {
-    log(`tcp listening on ${formatAddr(addr)}`);
-    addrs.forEach((a, i) =>
-      log(`worker ${i + 1} | tcp listening on ${formatAddr(a)}`)
-    );
-    const summaries = await Promise.all(workers.map(async (w) => {
-      try {
-        return await w.done.promise;
-      } catch (err) {
-        failures++;
-        warn(
-          `error: worker ${w.id} failed: ${
-            err instanceof Error ? err.message : err
-          }; stopping the others`,
-        );
-        stopAll("stop");
-        return undefined;
+}
+
+// --idle-timeout: one timer sweeps the byte counters now and then (a read or
+// write pays nothing for it) and closes the connections that moved none.
+function sweepIdle(open: Map<number, Connection>, idleSeconds: number) {
+  if (idleSeconds <= 0) return () => {};
+  const limit = idleSeconds * 1000;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    for (const c of open.values()) {
+      const moved = c.bytesIn + c.bytesOut;
+      if (moved !== c.seen) {
+        c.seen = moved;
+        c.quietSince = now;
+      } else if (now - c.quietSince >= limit) {
+        c.close(`idle for ${idleSeconds} s`);
       }
-    }));
-    const total: ServerSummary = {
-      connections: 0,
-      refused: 0,
-      bytesIn: 0,
-      bytesOut: 0,
-    };
-    const each: string[] = [];
-    summaries.forEach((s, i) => {
-      if (!s) return each.push("failed");
-      log(`worker ${i + 1} | ${summaryLine(s)}`);
-      total.connections += s.connections;
-      total.refused += s.refused;
-      total.bytesIn += s.bytesIn;
-      total.bytesOut += s.bytesOut;
-      each.push(String(s.connections));
-    });
-    log(
-      `${summaryLine(total)} (${workers.length} workers: ${
-        each.join(" + ")
-      } connections)`,
-    );
-  } finally {
-    removeSignals();
-    for (const w of workers) w.worker.terminate();
-  }
-  return failures > 0 ? 1 : 0;
+    }
+  }, Math.min(1000, Math.max(50, limit / 10)));
+  return () => clearInterval(timer);
+}
+
+function closeQuietly(socket: Deno.Conn | Deno.Listener): void {
+  try {
+    socket.close();
+  } catch { /* already closed */ }
+}
+
+/** The summary line at exit (workers.ts prints one per worker, and a sum). */
+export function summaryLine(s: TcpSummary): string {
+  return `tcp server stopped: ${s.connections} connections, ${s.refused} refused, ${s.bytesIn} bytes in, ${s.bytesOut} bytes out`;
 }
 
 // ===== shared block: begin =====
@@ -1107,7 +809,9 @@ export function log(line: string): void {
   if (logState.failed) return;
   const size = line.length + 1;
   if (logState.queued + size > LOG_QUEUE_BYTES) {
-    if (logState.dropped++ === 0) {
+    logState.dropped++;
+    if (!logState.warned) {
+      logState.warned = true;
       warn("warning: stdout is not being read; dropping log lines");
     }
     return;
@@ -1128,6 +832,7 @@ const logState = {
   lines: [] as string[],
   queued: 0,
   dropped: 0,
+  warned: false,
   failed: false,
   writing: undefined as Promise<void> | undefined,
 };

@@ -1,6 +1,11 @@
 /**
  * udp.ts: a UDP echo server and a sender in one file: datagrams, no connection.
  *
+ * First listings: basics/udp_echo.ts (44 lines) and basics/udp_send.ts
+ * (41 lines) are this lesson alone: bind, receive each datagram whole, send
+ * it back; send one and wait, with a timeout. This file adds binary stdin,
+ * --chunk, --trace and --hex, the echo-loop guard and a clean shutdown.
+ *
  * What it shows:
  * - UDP has no connection: no listen queue, no accept, no handshake. The
  *   server binds a port and receives datagrams; each arrives whole, with the
@@ -70,32 +75,6 @@ export function listenUdp(
 
 // ─── 2. Receive, 3. Reply ───────────────────────────────────────────────────
 
-/** Options for {@link serveUdp}. */
-export interface ServeUdpOptions {
-  /** Abort to stop: the socket is closed and the loop ends. */
-  signal?: AbortSignal;
-  /** Where log lines go (default: best-effort stdout). */
-  log?: (line: string) => void;
-  /** Where warnings go, such as a reply that failed (default: stderr). */
-  warn?: (line: string) => void;
-  /** No line per datagram (the summary is the caller's to print); `trace` wins. */
-  quiet?: boolean;
-  /**
-   * `--trace`: the line per datagram received even when `quiet`, and a line
-   * per reply sent (`udp sent N bytes to A`).
-   */
-  trace?: boolean;
-  /** `--hex`: under each of those lines, the datagram's bytes in the xxd layout. */
-  hex?: boolean;
-}
-
-/** What a UDP server did, for the summary line. */
-export interface UdpServeStats {
-  datagrams: number;
-  bytesIn: number;
-  bytesOut: number;
-}
-
 /**
  * Echo every datagram back to its sender until `signal` aborts, then close
  * the socket. One datagram in, at most one datagram out, the same bytes:
@@ -105,28 +84,18 @@ export interface UdpServeStats {
 export async function serveUdp(
   socket: Deno.DatagramConn,
   options: ServeUdpOptions = {},
-): Promise<UdpServeStats> {
-  const { signal, log: print = log, warn: warnLine = warn } = options;
-  const { quiet = false, hex = false } = options;
-  const trace = options.trace === true || hex;
-  const stats: UdpServeStats = { datagrams: 0, bytesIn: 0, bytesOut: 0 };
-  const local = formatAddr(socket.addr);
+): Promise<UdpSummary> {
+  // Counters, log lines, warnings and the echo-loop guard (below the divider).
+  const server = new UdpServer(socket, options);
+  const { signal } = options;
   // ONE buffer for every datagram: receive() fills it and returns a view of
   // the bytes that arrived, which we send back before the next receive()
   // can overwrite them. (Measured: 3.5x the round trips of a receive()
   // that allocates a fresh 64 KiB buffer per datagram.)
   const buffer = new Uint8Array(RECEIVE_BUFFER_SIZE);
-  const guard = new EchoLoopGuard(socket.addr, warnLine);
-  // Stopping: a pending receive() ends only when its socket closes. A reply
-  // being sent may finish; the loop checks the signal after it.
-  let receiving = false;
-  let closed = false;
-  const close = () => {
-    if (!closed) socket.close();
-    closed = true;
-  };
-  const onAbort = () => receiving && close();
-  signal?.addEventListener("abort", onAbort, { once: true });
+  // Stopping: a pending receive() ends only when its socket closes.
+  const stop = () => server.close();
+  signal?.addEventListener("abort", stop, { once: true });
   try {
     while (!signal?.aborted) {
       // 2. Receive: one call, one datagram, always whole (if it fits the
@@ -134,61 +103,38 @@ export async function serveUdp(
       //    connection remembers who the sender was: this `from` is all we
       //    know, and all we need to reply.
       let data: Uint8Array, from: Deno.Addr;
-      receiving = true;
       try {
         [data, from] = await socket.receive(buffer);
       } catch (err) {
-        if (closed || signal?.aborted) break;
+        if (server.closed) break;
         // Windows reports an ICMP "port unreachable" for an earlier reply
         // as an error on the next receive: that sender is gone; go on.
         if (isIcmpError(err)) continue;
-        throw new Error(`udp ${local}: receive failed: ${errorText(err)}`, {
-          cause: err,
-        });
-      } finally {
-        receiving = false;
+        const reason = `udp ${server.local}: receive failed`;
+        throw new Error(`${reason}: ${errorText(err)}`, { cause: err });
       }
-      stats.datagrams++;
-      stats.bytesIn += data.length;
       const peer = from as Deno.NetAddr;
-      // Never feed a loop: no answer to a datagram whose source may be
-      // another echo (or this one); see EchoLoopGuard below the divider.
-      const refusal = guard.refuse(data, peer);
-      // One line per datagram, naming both ends and the size (with --hex,
-      // the bytes under it). --trace wins over --quiet.
-      if (!quiet || trace) {
-        const what = `udp datagram local ${local} remote ${formatAddr(peer)} ` +
-          `${data.length} bytes` +
-          (refusal === null ? "" : `, not answered: ${refusal}`);
-        traceBytes(print, what, data, hex);
-      }
-      if (refusal !== null) continue;
+      // Count it and log it; and never feed a loop: no answer to a datagram
+      // whose source may be another echo (or this one).
+      if (!server.received(data, peer)) continue;
 
       // 3. Reply: send the same bytes back to the address they came from.
       //    One datagram in, one out, never more.
       try {
         const sent = await socket.send(data, peer);
-        stats.bytesOut += sent;
-        if (trace) {
-          const what = `udp sent ${sent} bytes to ${formatAddr(peer)}`;
-          traceBytes(print, what, data.subarray(0, sent), hex);
-        }
+        server.sent(data.subarray(0, sent), peer);
       } catch (err) {
-        if (closed) break;
+        if (server.closed) break;
         // One sender we cannot answer (no permission, unreachable) must not
         // stop the server for everyone else.
-        warnLine(
-          `warning: udp reply to ${formatAddr(peer)} failed: ${
-            explainReplyError(err, peer)
-          }`,
-        );
+        server.replyFailed(peer, err);
       }
     }
   } finally {
-    signal?.removeEventListener("abort", onAbort);
-    close();
+    signal?.removeEventListener("abort", stop);
+    server.close();
   }
-  return stats;
+  return await server.finish(); // replies the guard held back may be going out
 }
 
 // ─── 4. The sender ──────────────────────────────────────────────────────────
@@ -209,8 +155,8 @@ export interface SendOptions {
   timeoutMs?: number;
   /** Pause between two datagrams, in ms (`--delay`). */
   delayMs?: number;
-  /** Called after each datagram went out (for `--trace`). */
-  onSent?: (datagram: Uint8Array) => void;
+  /** `--trace`: sees each datagram sent and each reply received. */
+  trace?: Trace;
   /** Called with each reply as it arrives (a view: copy it to keep it). */
   onReply?: (reply: Uint8Array, from: Deno.NetAddr) => void | Promise<void>;
 }
@@ -229,7 +175,7 @@ export async function sendDatagrams(
   datagrams: Uint8Array[],
   options: SendOptions = {},
 ): Promise<UdpReply[]> {
-  const { timeoutMs = DEFAULTS.timeoutMs, delayMs = 0 } = options;
+  const { timeoutMs = DEFAULTS.timeoutMs, delayMs = 0, trace } = options;
   // Bind a socket of our own on port 0: the OS picks a free (ephemeral)
   // port, and that port is where the replies will come back to.
   const socket = listenUdpForSending(hostname, port);
@@ -275,6 +221,7 @@ export async function sendDatagrams(
         remote,
       });
       if (timer !== undefined) startClock();
+      trace?.(`received ${data.length} bytes`, data);
       try {
         await options.onReply?.(data, remote);
       } catch (err) {
@@ -285,10 +232,12 @@ export async function sendDatagrams(
   })();
   receiving.catch(() => {}); // its error is awaited below
   try {
+    // Each datagram goes out right after the one before (or after --delay),
+    // without waiting for its reply: UDP has no flow control to wait for.
     for (const [i, datagram] of datagrams.entries()) {
       if (i > 0 && delayMs > 0) await sleep(delayMs);
       await socket.send(datagram, to); // one send(): one datagram
-      options.onSent?.(datagram);
+      trace?.(`sent ${datagram.length} bytes`, datagram);
     }
     startClock();
     await receiving;
@@ -334,6 +283,26 @@ if (import.meta.main) addEventListener("load", () => runMain(main, USAGE));
 
 // ───── plumbing: flags, usage, errors, signals, limits ─────
 
+/**
+ * The command-line program: parse the flags, then serve (bind, print the
+ * listening line, echo until SIGINT/SIGTERM, print a summary) or send.
+ * Returns the exit status; throws {@link UsageError} or an Error with a
+ * plain reason.
+ */
+export async function main(args: string[]): Promise<number> {
+  const options = parseUdpArgs(args);
+  if (options.command === "help") {
+    await writeStdout(USAGE + "\n");
+    return 0;
+  }
+  requireUdp();
+  return options.command === "send"
+    ? await mainSend(options)
+    : await mainServe(options);
+}
+
+// ----- the command line -----
+
 /** What the command line asked for. */
 export interface UdpOptions {
   /** `serve` (echo server, the default), `send` or `help`. */
@@ -359,11 +328,22 @@ export interface UdpOptions {
 }
 
 /** The defaults, as `--help` shows them. */
-export const DEFAULTS = {
+export const DEFAULTS: Omit<UdpOptions, "command" | "message"> = {
   hostname: "127.0.0.1",
   port: 8080,
   timeoutMs: 2000,
-} as const;
+  quiet: false,
+  trace: false,
+  hex: false,
+  chunk: 0,
+  delayMs: 0,
+};
+
+/**
+ * The longest wait a flag in milliseconds may ask for: a JavaScript timer
+ * holds at most 2^31-1 ms (about 24.8 days); a longer one fires at once.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The most `send` reads from stdin when it is cut with --chunk. */
 export const MAX_STDIN_BYTES = 16 << 20;
@@ -377,7 +357,9 @@ serve (the default): a UDP echo server. Every datagram goes back to its
 sender unchanged, one datagram out for each datagram in. Datagrams that
 could start an echo loop get no answer: from source port 0, from ports
 below 1024 (echo, chargen...), from the server's own address and port, and
-from a peer that keeps sending back exactly what it was just sent.
+from a peer that behaves as another echo: it sends back exactly what it was
+just sent, within milliseconds, again and again, and when those replies are
+held back until it falls quiet, sends them back the moment they go out.
 
 send: sends MESSAGE (text: the words joined by single spaces, UTF-8, no
 newline added; '' sends an empty datagram) as ONE datagram and prints the
@@ -388,15 +370,19 @@ options:
   --hostname H   serve: address to bind (default ${DEFAULTS.hostname}: only this
                  machine can reach it). 0.0.0.0 (or ::) opens the echo to every
                  network this machine is on, and a UDP echo open to the world
-                 can be abused to bounce traffic at others. Deno then needs
-                 --allow-net=0.0.0.0 as well.
+                 can be abused to bounce traffic at others. Deno's grant must
+                 then name 0.0.0.0 and every sender to be answered (a reply
+                 goes to the sender's address): --allow-net=0.0.0.0,192.0.2.7,
+                 or --allow-net for anyone.
                  send: address or name to send to (default ${DEFAULTS.hostname})
   --port N       port, 0..65535; 0 picks a free one (serve); send needs
                  1..65535 (default ${DEFAULTS.port})
-  --timeout MS   send: wait MS milliseconds for each reply (default ${DEFAULTS.timeoutMs})
+  --timeout MS   send: wait MS milliseconds for each reply, 1..${MAX_TIMER_MS}
+                 (default ${DEFAULTS.timeoutMs})
   --chunk N      send: cut the payload into datagrams of at most N bytes,
                  sent one after another; each reply is printed
-  --delay MS     send: with --chunk, pause MS milliseconds between datagrams
+  --delay MS     send: with --chunk, pause MS milliseconds between datagrams,
+                 0..${MAX_TIMER_MS}
   --quiet        serve: no log line per datagram (--trace wins over --quiet)
   --trace        a line per datagram: serve on stdout, its "udp datagram ..."
                  line for each one received (even with --quiet) and "udp sent
@@ -431,20 +417,12 @@ const ONLY_FOR: Record<string, "serve" | "send"> = {
 };
 
 /**
- * Parse the command line. Throws {@link UsageError} with a one-line reason
+ * Parse the command line, applying the defaults (and "--hex implies
+ * --trace") here, once. Throws {@link UsageError} with a one-line reason
  * for anything it does not understand; nothing is bound here.
  */
 export function parseUdpArgs(args: string[]): UdpOptions {
-  const options: UdpOptions = {
-    command: "serve",
-    ...DEFAULTS,
-    quiet: false,
-    trace: false,
-    hex: false,
-    message: null,
-    chunk: 0,
-    delayMs: 0,
-  };
+  const options: UdpOptions = { command: "serve", ...DEFAULTS, message: null };
   // --help wins over everything before a `--`, even a bad flag.
   const dashes = args.indexOf("--");
   const flagArgs = dashes >= 0 ? args.slice(0, dashes) : args;
@@ -478,7 +456,7 @@ export function parseUdpArgs(args: string[]): UdpOptions {
       "--timeout",
       values.timeout,
       1,
-      2 ** 31 - 1,
+      MAX_TIMER_MS,
     );
   }
   if (values.chunk !== undefined) {
@@ -495,11 +473,11 @@ export function parseUdpArgs(args: string[]): UdpOptions {
         `--delay is for --chunk (a pause between datagrams)`,
       );
     }
-    options.delayMs = parseInteger("--delay", values.delay, 0, 2 ** 31 - 1);
+    options.delayMs = parseInteger("--delay", values.delay, 0, MAX_TIMER_MS);
   }
-  options.quiet = values.quiet === true;
-  options.hex = values.hex === true;
-  options.trace = values.trace === true || options.hex;
+  options.quiet = values.quiet ?? options.quiet;
+  options.hex = values.hex ?? options.hex;
+  options.trace = (values.trace ?? options.trace) || options.hex;
   if (command === "serve" && rest.length > 0) {
     throw new UsageError(
       `serve takes no MESSAGE, got ${JSON.stringify(rest[0])}`,
@@ -509,18 +487,17 @@ export function parseUdpArgs(args: string[]): UdpOptions {
   return options;
 }
 
-/** The command-line program: returns the exit status, or throws. */
-export async function main(args: string[]): Promise<number> {
-  const options = parseUdpArgs(args);
-  if (options.command === "help") {
-    await writeStdout(USAGE + "\n");
-    return 0;
+/** UDP needs `--unstable-net` in Deno 2: say so, instead of a TypeError. */
+function requireUdp(): void {
+  if (typeof Deno.listenDatagram !== "function") {
+    throw new Error(
+      "UDP needs the --unstable-net flag in Deno 2 (Deno.listenDatagram is " +
+        "missing); run: deno run --allow-net=127.0.0.1 --unstable-net udp.ts",
+    );
   }
-  requireUdp();
-  return options.command === "send"
-    ? await mainSend(options)
-    : await mainServe(options);
 }
+
+// ----- serve -----
 
 /** `udp.ts serve`: bind, say so, echo until SIGINT/SIGTERM, sum up. */
 async function mainServe(options: UdpOptions): Promise<number> {
@@ -532,117 +509,233 @@ async function mainServe(options: UdpOptions): Promise<number> {
   const removeSignals = onStopSignals(() => controller.abort());
   try {
     log(`udp listening on ${formatAddr(socket.addr)}`);
-    const stats = await serveUdp(socket, {
+    const summary = await serveUdp(socket, {
+      ...options,
       signal: controller.signal,
-      quiet: options.quiet,
-      trace: options.trace,
-      hex: options.hex,
     });
-    log(
-      `udp server stopped: ${stats.datagrams} datagrams, ` +
-        `${stats.bytesIn} bytes in, ${stats.bytesOut} bytes out`,
-    );
+    log(summaryLine(summary));
   } finally {
     removeSignals();
   }
   return 0;
 }
 
-/** `udp.ts send`: MESSAGE or stdin, as one datagram or --chunk pieces. */
-async function mainSend(options: UdpOptions): Promise<number> {
-  const payload = options.message !== null
-    ? new TextEncoder().encode(options.message)
-    : await readStdin(
-      options.chunk > 0 ? MAX_STDIN_BYTES : MAX_UDP_PAYLOAD_IPV6,
+/**
+ * Options for {@link serveUdp}. The command line's are applied by
+ * {@link parseUdpArgs}; in-process, what is left out is off.
+ */
+export interface ServeUdpOptions
+  extends Partial<Pick<UdpOptions, "quiet" | "trace" | "hex">> {
+  /** Abort to stop: the socket is closed and the loop ends. */
+  signal?: AbortSignal;
+  /** Where log lines go (default: best-effort stdout). */
+  log?: (line: string) => void;
+  /** Where warnings go, such as a reply that failed (default: stderr). */
+  warn?: (line: string) => void;
+}
+
+/** What {@link serveUdp} resolves with when it stops. */
+export interface UdpSummary {
+  /** Datagrams received. */
+  datagrams: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** Replies Deno's permissions forbade (the grant lacks the sender). */
+  forbidden: number;
+  /** Replies that failed for another reason (unreachable, no buffer). */
+  failed: number;
+}
+
+/** The summary line, as serve prints it when it stops. */
+export function summaryLine(s: UdpSummary): string {
+  return `udp server stopped: ${s.datagrams} datagrams, ` +
+    `${s.bytesIn} bytes in, ${s.bytesOut} bytes out` +
+    (s.forbidden > 0
+      ? `, ${s.forbidden} replies forbidden by Deno's permissions`
+      : "") +
+    (s.failed > 0 ? `, ${s.failed} replies failed` : "");
+}
+
+/**
+ * The book-keeping of one {@link serveUdp}: counters, log lines, the
+ * warnings about replies that failed (one per peer), the echo-loop guard,
+ * and the replies it holds back and sends late.
+ */
+class UdpServer {
+  readonly summary: UdpSummary = {
+    datagrams: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    forbidden: 0,
+    failed: 0,
+  };
+  /** Our address, for log lines. */
+  readonly local: string;
+  closed = false;
+  #socket: Deno.DatagramConn;
+  #print: (line: string) => void;
+  #warn: (line: string) => void;
+  #perDatagram: boolean;
+  #trace: boolean;
+  #hex: boolean;
+  #guard: EchoLoopGuard;
+  #late = new Set<Promise<void>>();
+  // Peers told about a failed reply, the most recent MAX_REMEMBERED: under
+  // traffic, one warning per datagram would grow stderr without bound.
+  #failedPeers = new Set<string>();
+
+  constructor(socket: Deno.DatagramConn, options: ServeUdpOptions) {
+    this.#socket = socket;
+    this.local = formatAddr(socket.addr);
+    this.#print = options.log ?? log;
+    this.#warn = options.warn ?? warn;
+    this.#trace = options.trace ?? false;
+    this.#hex = options.hex ?? false;
+    this.#perDatagram = !(options.quiet ?? false) || this.#trace;
+    this.#guard = new EchoLoopGuard(
+      socket.addr,
+      this.#warn,
+      (bytes, peer, count) => this.#answerLate(bytes, peer, count),
     );
-  const datagrams = splitPayload(payload, options.chunk);
-  const trace = (what: string, bytes: Uint8Array) =>
-    traceBytes(warn, `${what} ${bytes.length} bytes`, bytes, options.hex);
-  await sendDatagrams(options.hostname, options.port, datagrams, {
-    timeoutMs: options.timeoutMs,
-    delayMs: options.delayMs,
-    onSent: options.trace ? (d) => trace("sent", d) : undefined,
-    onReply: async (reply) => {
-      if (options.trace) trace("received", reply);
-      // The reply is data: raw bytes to stdout, like nc.
-      await writeStdout(reply);
-    },
-  });
-  return 0;
-}
+  }
 
-/**
- * Cut `payload` into datagrams of at most `chunk` bytes (0: one datagram).
- * An empty payload is one empty datagram. A datagram bigger than any UDP
- * datagram can be is an Error that says what to do.
- */
-export function splitPayload(payload: Uint8Array, chunk: number): Uint8Array[] {
-  if (chunk <= 0) {
-    if (payload.length > MAX_UDP_PAYLOAD_IPV6) {
-      throw new Error(doesNotFit(payload.length));
+  /** Count and log a datagram received; whether to answer it now. */
+  received(data: Uint8Array, peer: Deno.NetAddr): boolean {
+    this.summary.datagrams++;
+    this.summary.bytesIn += data.length;
+    const refusal = this.#guard.refuse(data, peer);
+    // One line per datagram, naming both ends and the size (with --hex,
+    // the bytes under it). --trace wins over --quiet.
+    if (this.#perDatagram) {
+      const ends = `local ${this.local} remote ${formatAddr(peer)}`;
+      const what = `udp datagram ${ends} ${data.length} bytes` +
+        (refusal === null ? "" : `, not answered: ${refusal}`);
+      traceBytes(this.#print, what, data, this.#hex);
     }
-    return [payload];
+    return refusal === null;
   }
-  const datagrams: Uint8Array[] = [];
-  for (let at = 0; at < payload.length; at += chunk) {
-    datagrams.push(payload.subarray(at, at + chunk));
-  }
-  return datagrams.length > 0 ? datagrams : [payload];
-}
 
-/** The sentence for a datagram of `size` bytes that no UDP datagram holds. */
-function doesNotFit(size: number): string {
-  return `${size} bytes do not fit in one UDP datagram (at most ` +
-    `${MAX_UDP_PAYLOAD_IPV4} bytes over IPv4, ${MAX_UDP_PAYLOAD_IPV6} ` +
-    `over IPv6); send less, or cut it into datagrams with --chunk N`;
-}
-
-/**
- * All of stdin, byte for byte (not text: a NUL or a byte that is not UTF-8
- * stays as it is), up to `limit` bytes; more is an Error.
- */
-async function readStdin(limit: number): Promise<Uint8Array> {
-  if (Deno.stdin.isTerminal()) {
-    warn("(no MESSAGE: type the datagram, then Ctrl-D to send it)");
+  /** Count (and with --trace, log) a reply that went out. */
+  sent(bytes: Uint8Array, peer: Deno.NetAddr): void {
+    this.summary.bytesOut += bytes.length;
+    if (this.#trace) {
+      const what = `udp sent ${bytes.length} bytes to ${formatAddr(peer)}`;
+      traceBytes(this.#print, what, bytes, this.#hex);
+    }
   }
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const buffer = new Uint8Array(64 * 1024);
-  while (true) {
-    const n = await Deno.stdin.read(buffer);
-    if (n === null) break;
-    total += n;
-    if (total > limit) {
-      throw new Error(
-        limit < MAX_STDIN_BYTES
-          ? `stdin has more than ${limit} bytes, more than one UDP datagram ` +
-            `can carry; send less, or cut it into datagrams with --chunk N`
-          : `stdin has more than ${limit} bytes; send at most that much`,
+
+  /** Count a reply that failed; warn once per peer (the summary has them all). */
+  replyFailed(peer: Deno.NetAddr, err: unknown): void {
+    if (err instanceof Deno.errors.NotCapable) this.summary.forbidden++;
+    else this.summary.failed++;
+    const key = formatAddr(peer);
+    if (this.#failedPeers.has(key)) return;
+    if (this.#failedPeers.size >= MAX_REMEMBERED) {
+      // Full: forget the oldest (a Set keeps insertion order).
+      this.#failedPeers.delete(this.#failedPeers.values().next().value!);
+    }
+    this.#failedPeers.add(key);
+    this.#warn(
+      `warning: udp reply to ${key} failed: ${
+        explainReplyError(err, peer, this.#socket.addr as Deno.NetAddr)
+      } (further failures to it are counted in the summary)`,
+    );
+  }
+
+  /** Send `count` replies the guard held back from `peer`, now that it is quiet. */
+  #answerLate(bytes: Uint8Array, peer: Deno.NetAddr, count: number): void {
+    if (this.closed) return;
+    if (this.#perDatagram) {
+      this.#print(
+        `udp ${formatAddr(peer)} was quiet for ${LOOP_PROBE_MS} ms: ` +
+          `sending the ${count} ${count === 1 ? "reply" : "replies"} held back`,
       );
     }
-    chunks.push(buffer.slice(0, n));
+    const sending = (async () => {
+      for (let i = 0; i < count && !this.closed; i++) {
+        try {
+          const sent = await this.#socket.send(bytes, peer);
+          this.sent(bytes.subarray(0, sent), peer);
+        } catch (err) {
+          if (!this.closed) this.replyFailed(peer, err);
+        }
+      }
+    })();
+    this.#late.add(sending);
+    sending.finally(() => this.#late.delete(sending));
   }
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
+
+  /** Close the socket (a pending receive() ends) and stop the guard's clock. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.#guard.close();
+    this.#socket.close();
   }
-  return out;
+
+  /** Close, wait for late replies being sent to end, and sum up. */
+  async finish(): Promise<UdpSummary> {
+    this.close();
+    await Promise.all(this.#late);
+    return this.summary;
+  }
+}
+
+/** An ICMP "unreachable" surfacing as an error on an unconnected socket. */
+function isIcmpError(err: unknown): boolean {
+  return err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.ConnectionRefused;
+}
+
+/** Why a reply to `to` from `local` could not be sent, for the warning line. */
+function explainReplyError(
+  err: unknown,
+  to: Deno.NetAddr,
+  local: Deno.NetAddr,
+): string {
+  if (err instanceof Deno.errors.NotCapable) {
+    const grant = [...new Set([local.hostname, to.hostname])]
+      .map(allowNetHost).join(",");
+    return `Deno has no permission to send to udp ${formatAddr(to)} (a ` +
+      `reply goes to the sender's address, which the grant must name too); ` +
+      `run with --allow-net=${grant}, or --allow-net to answer anyone`;
+  }
+  return errorText(err);
 }
 
 // ----- limits: the echo-loop guard -----
 
-/** A loop is this many exact returns in a row... */
+/** A loop is this many exact returns in a row, the first within... */
 export const LOOP_RETURNS = 32;
-/** ...each within this many ms of our reply it returns. */
-export const LOOP_WINDOW_MS = 1000;
+/** ...this many ms of our reply (and the last one too, see the class)... */
+export const LOOP_WINDOW_MS = 10;
+/** ...the others within this many ms (later: the count starts again). */
+export const LOOP_FORGET_MS = 1000;
+/** A suspect's replies are held back until it is quiet this long (ms). */
+export const LOOP_PROBE_MS = 100;
 /** A peer caught looping gets no answer for this long. */
 export const LOOP_MUTE_MS = 10_000;
 /** Replies remembered (a fixed table: the memory never grows). */
 const REPLY_SLOTS = 1024;
-/** Peers muted at once, and sources warned about, at most. */
+/** Suspects held back at once, each with one datagram (at most 64 KiB). */
+const MAX_HELD = 64;
+/** Peers muted at once, sources warned about, peers on trial, at most. */
 const MAX_REMEMBERED = 1024;
+/** The reason a held-back datagram gives in its log line. */
+const HELD =
+  `held back until the peer is quiet for ${LOOP_PROBE_MS} ms (an echo loop?)`;
+
+/** Replies held back from one suspect: its bytes, sent `count` times. */
+export interface Held {
+  bytes: Uint8Array;
+  peer: Deno.NetAddr;
+  count: number;
+  /** When the last of them arrived (ms, the clock `refuse` is given). */
+  last: number;
+  /** Its fingerprint, and its row in the reply table. */
+  hash: number;
+  row: number;
+}
 
 /**
  * Decides which datagrams an echo must not answer, because the answer could
@@ -655,9 +748,31 @@ const MAX_REMEMBERED = 1024;
  *   time (37) live; inetd and xinetd drop these too;
  * - this server's own address and port: the answer would come straight
  *   back to us, forever;
- * - a peer that returns exactly what we just sent it, {@link LOOP_RETURNS}
- *   times in a row, each within {@link LOOP_WINDOW_MS}: that is another echo
- *   (or a client doing the same): no answer for {@link LOOP_MUTE_MS}.
+ * - another echo: a peer that sends back exactly what we just sent it,
+ *   again and again. But a probe that repeats `ping`, or `send --chunk 64`
+ *   of a file of zeros (64 equal datagrams, each sent right after the one
+ *   before, without waiting for its reply), sends the same bytes again
+ *   too. Two tests tell them apart:
+ *   1. Speed. An echo sends our reply back within microseconds on loopback
+ *      (~40 µs a round between two of these servers), well under a
+ *      millisecond on a LAN. A run of returns starts only with one within
+ *      {@link LOOP_WINDOW_MS} (10 ms) of our reply: a person, or a probe
+ *      at 10 (or even 50) per second, is never that fast, and never
+ *      counted. Once started, a return within {@link LOOP_FORGET_MS}
+ *      counts (a busy machine may slow a loop down).
+ *   2. Cause. At return {@link LOOP_RETURNS} - 1, the replies of those
+ *      bytes to that peer are held back until it has been quiet for
+ *      {@link LOOP_PROBE_MS}, then all sent. An echo only answers: it falls
+ *      quiet with us, and returns the late replies within LOOP_WINDOW_MS:
+ *      that is return LOOP_RETURNS, and the peer is muted for
+ *      {@link LOOP_MUTE_MS}. A sender that does not wait for us keeps
+ *      sending while we hold back, or has stopped: it gets every reply,
+ *      late (the burst of zeros: when it is quiet; a stream at its own
+ *      pace: at its next datagram), and is not muted. (A slow return never
+ *      starts the test: it is answered, and the next fast one starts it.)
+ *   A single loop so costs 2 x LOOP_RETURNS + 1 datagrams in all (the
+ *   late reply and its return are the last two), and LOOP_PROBE_MS. More
+ *   suspects at once than {@link MAX_HELD} are taken for loops untested.
  *
  * Each case is one warning line, never one per datagram. The cost per
  * datagram: one hash of the payload and one table slot; the memory is fixed.
@@ -667,6 +782,7 @@ export class EchoLoopGuard {
   #port: number;
   #wildcard: boolean;
   #warn: (line: string) => void;
+  #answerLate?: (bytes: Uint8Array, to: Deno.NetAddr, count: number) => void;
   #seed = crypto.getRandomValues(new Uint32Array(1))[0];
   // The reply table, a row of 4 numbers per slot (one cache line): the
   // fingerprint of a reply and its peer, the peer's port, when we sent it,
@@ -675,17 +791,32 @@ export class EchoLoopGuard {
   #start = Date.now();
   #muted = new Map<string, number>();
   #warned = new Set<string>();
+  // Suspects whose replies are held back, and those whose held replies
+  // just went out (until when an instant return proves an echo).
+  #held = new Map<string, Held>();
+  #trials = new Map<string, number>();
+  #timer?: ReturnType<typeof setTimeout>;
 
-  constructor(local: Deno.Addr, warnLine: (line: string) => void = warn) {
+  /**
+   * `answerLate` sends the replies held back from a suspect once it is
+   * quiet (the guard keeps the clock for it); without it, call
+   * {@link release} yourself.
+   */
+  constructor(
+    local: Deno.Addr,
+    warnLine: (line: string) => void = warn,
+    answerLate?: (bytes: Uint8Array, to: Deno.NetAddr, count: number) => void,
+  ) {
     const addr = local as Deno.NetAddr;
     this.#host = addr.hostname ?? "";
     this.#port = addr.port ?? -1;
     this.#wildcard = this.#host === "0.0.0.0" || this.#host === "::";
     this.#warn = warnLine;
+    this.#answerLate = answerLate;
   }
 
   /**
-   * Whether to answer `data` from `from`: null to answer (the guard then
+   * Whether to answer `data` from `from` now: null to answer (the guard then
    * remembers the reply), or why not, in a few words for the log line.
    */
   refuse(
@@ -720,36 +851,65 @@ export class EchoLoopGuard {
           "the answer would come straight back, forever",
       );
     }
+    const peer = `${hostname} ${port}`;
     if (this.#muted.size > 0) {
-      const until = this.#muted.get(`${hostname}:${port}`);
+      const until = this.#muted.get(peer);
       if (until !== undefined) {
         if (now < until) return "echo loop, muted";
-        this.#muted.delete(`${hostname}:${port}`);
+        this.#muted.delete(peer);
       }
     }
     // Is this exactly what we sent this peer a moment ago, coming back?
     const hash = fingerprint(data, this.#seed ^ peerHash(hostname, port));
+    const key = `${hash} ${peer}`;
+    // The replies we held back went out just now: straight back is an echo.
+    if (this.#trials.size > 0) {
+      const until = this.#trials.get(key);
+      if (until !== undefined) {
+        this.#trials.delete(key);
+        if (now <= until) return this.#loop(from, now, LOOP_RETURNS);
+      }
+    }
+    // A suspect sends them again while we hold back: it does not wait for
+    // us. Back to back (a burst, or several loops of the same bytes) it is
+    // held back too, until it is quiet; at its own pace (a stream, 50 a
+    // second, say), it is no echo: its replies go out now, and this one too.
+    const held = this.#held.get(key);
+    if (held !== undefined) {
+      if (now - held.last <= LOOP_WINDOW_MS) {
+        held.count++;
+        held.last = now;
+        return HELD;
+      }
+      this.#held.delete(key);
+      this.#answerLate?.(held.bytes, held.peer, held.count);
+      if (this.#table[held.row] === hash) this.#table[held.row + 3] = 0;
+    }
     const row = (hash & (REPLY_SLOTS - 1)) * 4;
     const table = this.#table;
     // Milliseconds since the guard started, as an int32 (it wraps after 24
     // days; the subtraction below is right across the wrap).
     const ms = (now - this.#start) | 0;
     let returns = 0;
-    if (
-      table[row] === hash && table[row + 1] === port &&
-      ((ms - table[row + 2]) | 0) <= LOOP_WINDOW_MS
-    ) {
-      returns = table[row + 3] + 1;
-      if (returns >= LOOP_RETURNS) {
-        table[row + 1] = -1; // forget this reply
-        this.#mute(`${hostname}:${port}`, now);
-        this.#warn(
-          `warning: udp ${formatAddr(from)} sent back exactly what it was ` +
-            `sent, ${returns} times in a row: an echo loop (another echo ` +
-            `server?); not answering it for ${LOOP_MUTE_MS / 1000} s`,
-        );
-        return "echo loop, muted";
+    let fast = false;
+    if (table[row] === hash && table[row + 1] === port) {
+      const since = (ms - table[row + 2]) | 0;
+      const run = table[row + 3];
+      fast = since <= LOOP_WINDOW_MS;
+      if (fast || (run > 0 && since <= LOOP_FORGET_MS)) returns = run + 1;
+    }
+    // Only a fast return starts the test: a slow one may be the other
+    // side's late replies, which it waits for us to answer.
+    if (fast && returns >= LOOP_RETURNS - 1) {
+      if (this.#held.size >= MAX_HELD) {
+        return this.#loop(from, now, returns + 1);
       }
+      table[row + 3] = returns;
+      const bytes = data.slice();
+      const held = { bytes, peer: from, count: 1, last: now, hash, row };
+      this.#held.set(key, held);
+      this.#arm(now);
+      return HELD;
     }
     // We are going to answer: remember the reply (it is `data` itself).
     table[row] = hash;
@@ -759,12 +919,71 @@ export class EchoLoopGuard {
     return null;
   }
 
-  #mute(peer: string, now: number): void {
+  /**
+   * The replies held back from suspects that have been quiet for
+   * {@link LOOP_PROBE_MS} by `now`: they are to be sent now (the guard's
+   * own clock passes them to `answerLate`). The same bytes back within
+   * {@link LOOP_WINDOW_MS} then prove an echo.
+   */
+  release(now = Date.now()): Held[] {
+    const due: Held[] = [];
+    for (const [key, held] of this.#held) {
+      if (now - held.last < LOOP_PROBE_MS) continue;
+      this.#held.delete(key);
+      const { hostname, port } = held.peer;
+      if ((this.#muted.get(`${hostname} ${port}`) ?? 0) > now) continue;
+      if (this.#trials.size >= MAX_REMEMBERED) {
+        this.#trials.delete(this.#trials.keys().next().value!);
+      }
+      this.#trials.set(key, now + LOOP_WINDOW_MS);
+      // A return is measured from the late replies.
+      const table = this.#table;
+      if (table[held.row] === held.hash && table[held.row + 1] === port) {
+        table[held.row + 2] = (now - this.#start) | 0;
+      }
+      due.push(held);
+    }
+    return due;
+  }
+
+  /** Stop the clock and drop the replies held back. */
+  close(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#held.clear();
+  }
+
+  /** Keep a clock running while replies are held back (with `answerLate`). */
+  #arm(now: number): void {
+    if (this.#answerLate === undefined || this.#timer !== undefined) return;
+    let next = Infinity;
+    for (const held of this.#held.values()) {
+      next = Math.min(next, held.last + LOOP_PROBE_MS);
+    }
+    if (next === Infinity) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      const now = Date.now();
+      for (const held of this.release(now)) {
+        this.#answerLate?.(held.bytes, held.peer, held.count);
+      }
+      this.#arm(now);
+    }, Math.max(1, next - now));
+  }
+
+  /** An echo loop: mute the peer, with one warning. */
+  #loop(from: Deno.NetAddr, now: number, returns: number): string {
     if (this.#muted.size >= MAX_REMEMBERED) {
       // Full: forget the oldest mute (a Map keeps insertion order).
       this.#muted.delete(this.#muted.keys().next().value!);
     }
-    this.#muted.set(peer, now + LOOP_MUTE_MS);
+    this.#muted.set(`${from.hostname} ${from.port}`, now + LOOP_MUTE_MS);
+    this.#warn(
+      `warning: udp ${formatAddr(from)} sent back exactly what it was ` +
+        `sent, ${returns} times in a row: an echo loop (another echo ` +
+        `server?); not answering it for ${LOOP_MUTE_MS / 1000} s`,
+    );
+    return "echo loop, muted";
   }
 
   /** Refuse for `rule`, with one warning per rule and source. */
@@ -821,44 +1040,84 @@ export function fingerprint(data: Uint8Array, seed = 0): number {
   return h ^ (h >>> 15);
 }
 
-// ----- errors, explained -----
+// ----- send -----
 
-/** UDP needs `--unstable-net` in Deno 2: say so, instead of a TypeError. */
-function requireUdp(): void {
-  if (typeof Deno.listenDatagram !== "function") {
-    throw new Error(
-      "UDP needs the --unstable-net flag in Deno 2 (Deno.listenDatagram is " +
-        "missing); run: deno run --allow-net=127.0.0.1 --unstable-net udp.ts",
+/** `udp.ts send`: MESSAGE or stdin, as one datagram or --chunk pieces. */
+async function mainSend(options: UdpOptions): Promise<number> {
+  const payload = options.message !== null
+    ? new TextEncoder().encode(options.message)
+    : await readStdin(
+      options.chunk > 0 ? MAX_STDIN_BYTES : MAX_UDP_PAYLOAD_IPV6,
     );
-  }
-}
-
-/** An ICMP "unreachable" surfacing as an error on an unconnected socket. */
-function isIcmpError(err: unknown): boolean {
-  return err instanceof Deno.errors.ConnectionReset ||
-    err instanceof Deno.errors.ConnectionRefused;
-}
-
-/** Why a reply to `to` could not be sent, for the warning line. */
-function explainReplyError(err: unknown, to: Deno.NetAddr): string {
-  if (err instanceof Deno.errors.NotCapable) {
-    return `Deno has no permission to send to udp ${formatAddr(to)} (a ` +
-      `reply goes to the sender's address, not to the name you bound); ` +
-      `run with --allow-net=${allowNetHost(to.hostname)}`;
-  }
-  return errorText(err);
+  const datagrams = splitPayload(payload, options.chunk);
+  await sendDatagrams(options.hostname, options.port, datagrams, {
+    timeoutMs: options.timeoutMs,
+    delayMs: options.delayMs,
+    trace: options.trace ? tracer(warn, "", options.hex) : undefined,
+    // The reply is data: raw bytes to stdout, like nc.
+    onReply: (reply) => writeStdout(reply),
+  });
+  return 0;
 }
 
 /**
- * The local address for a sending socket. Loopback destinations get a
- * loopback socket (so `--allow-net=127.0.0.1` is enough); anything else gets
- * the wildcard of the right family and the OS picks the outgoing interface.
+ * All of stdin, byte for byte (not text: a NUL or a byte that is not UTF-8
+ * stays as it is), up to `limit` bytes; more is an Error.
  */
-function localAddressFor(hostname: string): string {
-  if (hostname.includes(":")) return hostname === "::1" ? "::1" : "::";
-  if (/^127\./.test(hostname)) return "127.0.0.1";
-  if (hostname.toLowerCase() === "localhost") return "localhost";
-  return "0.0.0.0";
+async function readStdin(limit: number): Promise<Uint8Array> {
+  if (Deno.stdin.isTerminal()) {
+    warn("(no MESSAGE: type the datagram, then Ctrl-D to send it)");
+  }
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const buffer = new Uint8Array(64 * 1024);
+  while (true) {
+    const n = await Deno.stdin.read(buffer);
+    if (n === null) break;
+    total += n;
+    if (total > limit) {
+      throw new Error(
+        limit < MAX_STDIN_BYTES
+          ? `stdin has more than ${limit} bytes, more than one UDP datagram ` +
+            `can carry; send less, or cut it into datagrams with --chunk N`
+          : `stdin has more than ${limit} bytes; send at most that much`,
+      );
+    }
+    chunks.push(buffer.slice(0, n));
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/**
+ * Cut `payload` into datagrams of at most `chunk` bytes (0: one datagram).
+ * An empty payload is one empty datagram. A datagram bigger than any UDP
+ * datagram can be is an Error that says what to do.
+ */
+export function splitPayload(payload: Uint8Array, chunk: number): Uint8Array[] {
+  if (chunk <= 0) {
+    if (payload.length > MAX_UDP_PAYLOAD_IPV6) {
+      throw new Error(doesNotFit(payload.length));
+    }
+    return [payload];
+  }
+  const datagrams: Uint8Array[] = [];
+  for (let at = 0; at < payload.length; at += chunk) {
+    datagrams.push(payload.subarray(at, at + chunk));
+  }
+  return datagrams.length > 0 ? datagrams : [payload];
+}
+
+/** The sentence for a datagram of `size` bytes that no UDP datagram holds. */
+function doesNotFit(size: number): string {
+  return `${size} bytes do not fit in one UDP datagram (at most ` +
+    `${MAX_UDP_PAYLOAD_IPV4} bytes over IPv4, ${MAX_UDP_PAYLOAD_IPV6} ` +
+    `over IPv6); send less, or cut it into datagrams with --chunk N`;
 }
 
 /** Bind the sending socket, with errors that name both grants send needs. */
@@ -879,10 +1138,16 @@ function listenUdpForSending(
   }
 }
 
-/** The `--allow-net` list that `send` to `hostname` needs. */
-function grantsFor(hostname: string): string {
-  const hosts = new Set([localAddressFor(hostname), hostname]);
-  return [...hosts].map(allowNetHost).join(",");
+/**
+ * The local address for a sending socket. Loopback destinations get a
+ * loopback socket (so `--allow-net=127.0.0.1` is enough); anything else gets
+ * the wildcard of the right family and the OS picks the outgoing interface.
+ */
+function localAddressFor(hostname: string): string {
+  if (hostname.includes(":")) return hostname === "::1" ? "::1" : "::";
+  if (/^127\./.test(hostname)) return "127.0.0.1";
+  if (hostname.toLowerCase() === "localhost") return "localhost";
+  return "0.0.0.0";
 }
 
 /** One sentence for a failure of `send`, naming the destination. */
@@ -916,6 +1181,12 @@ function explainSendError(
     return `cannot send to ${where}: no route from this machine (${message})`;
   }
   return `sending to ${where} failed: ${message}`;
+}
+
+/** The `--allow-net` list that `send` to `hostname` needs. */
+function grantsFor(hostname: string): string {
+  const hosts = new Set([localAddressFor(hostname), hostname]);
+  return [...hosts].map(allowNetHost).join(",");
 }
 
 /**
@@ -1142,7 +1413,9 @@ export function log(line: string): void {
   if (logState.failed) return;
   const size = line.length + 1;
   if (logState.queued + size > LOG_QUEUE_BYTES) {
-    if (logState.dropped++ === 0) {
+    logState.dropped++;
+    if (!logState.warned) {
+      logState.warned = true;
       warn("warning: stdout is not being read; dropping log lines");
     }
     return;
@@ -1163,6 +1436,7 @@ const logState = {
   lines: [] as string[],
   queued: 0,
   dropped: 0,
+  warned: false,
   failed: false,
   writing: undefined as Promise<void> | undefined,
 };
@@ -1236,6 +1510,12 @@ export function hexDump(bytes: Uint8Array): string[] {
 }
 
 /**
+ * What `--trace` is given for each read, write or datagram: what happened
+ * (`read 5 bytes`) and the bytes themselves.
+ */
+export type Trace = (what: string, bytes: Uint8Array) => void;
+
+/**
  * `--trace`: one line for one read, write or datagram, `what` says which
  * (`read 5 bytes`); with `hex`, the bytes follow in the xxd layout.
  */
@@ -1247,6 +1527,15 @@ export function traceBytes(
 ): void {
   print(what);
   if (hex) { for (const line of hexDump(bytes)) print(line); }
+}
+
+/** A {@link Trace} that prints `prefix` + what, and the bytes with `hex`. */
+export function tracer(
+  print: (line: string) => void,
+  prefix: string,
+  hex: boolean,
+): Trace {
+  return (what, bytes) => traceBytes(print, prefix + what, bytes, hex);
 }
 
 /**

@@ -733,6 +733,7 @@ const logState = {
   lines: [] as string[],
   queued: 0,
   dropped: 0,
+  warned: false,
   failed: false,
   writing: undefined as Promise<void> | undefined,
 };

@@ -13,7 +13,7 @@
  * project/Node of every figure. The c=500 load and the 10,000 connections
  * also run against the servers started bare (`deno run` without the tasks'
  * settings), to show what the settings change; `--bare` measures every
- * load bare. Where `server.ts --workers` exists, a second table measures
+ * load bare. Where `--workers` exists (workers.ts), a second table measures
  * `--workers 2` beside `--workers 1`.
  *
  *   deno task bench                     full run, medians of 3 rounds
@@ -28,9 +28,22 @@
 
 import { parseArgs } from "node:util";
 import { quantileMs } from "./load.ts";
-
-const ROOT = new URL("..", import.meta.url);
-const path = (name: string) => new URL(name, ROOT).pathname;
+import {
+  cpuTimeMs,
+  openFileLimit,
+  readProcFile,
+  residentBytes,
+} from "../tests/lib/proc.ts";
+import {
+  type Child,
+  CHILD_ENV,
+  projectPath as path,
+  ROOT,
+  runScript,
+  spawnChild,
+} from "../tests/lib/spawn.ts";
+import { delay } from "../tests/lib/time.ts";
+import { runsOk } from "../tests/lib/tools.ts";
 
 /** The descriptor limit asked for (`ulimit -n`), for 10,000 connections. */
 const WANT_FDS = 30_000;
@@ -193,7 +206,9 @@ interface Variant {
   name: string;
   kind: "deno" | "node";
   settings: Record<"tcp" | "udp", Settings>;
-  /** Extra server.ts arguments (`--workers N`). */
+  /** The TCP server: server.ts, or workers.ts (N event loops). */
+  tcpScript: string;
+  /** Extra arguments of the TCP server (`--workers N`). */
   tcpArgs: string[];
   /** Pin the server to SERVER_CPU. */
   pin: boolean;
@@ -206,7 +221,7 @@ interface Variant {
 // the descriptor limit can be raised (and the CPU pinned) first, and always
 // killed at the end.
 
-const children = new Set<Proc>();
+const children = new Set<Child>();
 
 /** The parent's environment without the settings under test. */
 function baseEnv(): Record<string, string> {
@@ -216,30 +231,25 @@ function baseEnv(): Record<string, string> {
       delete env[key];
     }
   }
-  return { ...env, DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" };
+  return { ...env, ...CHILD_ENV };
 }
 
 let tasksetWorks = false;
 
-/** A child process with its stdout split into lines. */
-class Proc {
-  readonly child: Deno.ChildProcess;
-  readonly lines: string[] = [];
-  stderr = "";
-  #waiters: (() => void)[] = [];
-  #stdin?: WritableStreamDefaultWriter<Uint8Array>;
-  readonly done: Promise<void>;
-
-  constructor(
-    readonly name: string,
-    cmd: string[],
-    opts: { stdin?: boolean; env?: Record<string, string>; cpus?: string } = {},
-  ) {
-    // `ulimit -n` above the hard limit fails: fall back to the hard limit.
-    const pin = opts.cpus && tasksetWorks ? `taskset -c ${opts.cpus}` : "";
-    const script = `ulimit -n ${WANT_FDS} 2>/dev/null ||
-      ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec ${pin} "$@"`;
-    this.child = new Deno.Command("sh", {
+/**
+ * Start `cmd` under `sh`, with the descriptor limit raised to WANT_FDS (or
+ * the hard limit, when that is lower) and, with `cpus`, pinned by taskset.
+ */
+function spawnProc(
+  name: string,
+  cmd: string[],
+  opts: { stdin?: boolean; env?: Record<string, string>; cpus?: string } = {},
+): Child {
+  const pin = opts.cpus && tasksetWorks ? `taskset -c ${opts.cpus}` : "";
+  const script = `ulimit -n ${WANT_FDS} 2>/dev/null ||
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec ${pin} "$@"`;
+  const child = spawnChild(
+    new Deno.Command("sh", {
       args: ["-c", script, "sh", ...cmd],
       cwd: ROOT,
       clearEnv: true,
@@ -247,150 +257,45 @@ class Proc {
       stdin: opts.stdin ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
-    }).spawn();
-    if (opts.stdin) this.#stdin = this.child.stdin.getWriter();
-    children.add(this);
-    this.done = Promise.all([
-      this.#read(this.child.stdout, (l) => {
-        this.lines.push(l);
-        for (const w of this.#waiters.splice(0)) w();
-      }),
-      this.#read(this.child.stderr, (l) => this.stderr += l + "\n"),
-      this.child.status,
-    ]).then(() => {
-      children.delete(this);
-      for (const w of this.#waiters.splice(0)) w();
-    });
-  }
+    }),
+    name,
+    { stdin: opts.stdin },
+  );
+  children.add(child);
+  child.status.finally(() => children.delete(child));
+  return child;
+}
 
-  async #read(stream: ReadableStream<Uint8Array>, line: (l: string) => void) {
-    let text = "";
-    for await (const s of stream.pipeThrough(new TextDecoderStream())) {
-      text += s;
-      let nl: number;
-      while ((nl = text.indexOf("\n")) >= 0) {
-        line(text.slice(0, nl));
-        text = text.slice(nl + 1);
-      }
-    }
-    if (text) line(text);
-  }
-
-  get pid(): number {
-    return this.child.pid;
-  }
-
-  /** The first stdout line matching `re`; fails after `ms` or at exit. */
-  async line(re: RegExp, ms: number): Promise<string> {
-    const deadline = performance.now() + ms;
-    let exited = false;
-    this.done.then(() => exited = true);
-    while (true) {
-      const found = this.lines.find((l) => re.test(l));
-      if (found !== undefined) return found;
-      const left = deadline - performance.now();
-      if (exited || left <= 0) {
-        throw new Error(
-          `${this.name}: ${exited ? "exited" : `nothing within ${ms} ms`}` +
-            ` (expected ${re}); stderr: ${this.stderr.trim().slice(-400)}`,
-        );
-      }
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((r) => {
-        this.#waiters.push(r);
-        timer = setTimeout(r, left);
-      });
-      clearTimeout(timer);
-    }
-  }
-
-  async send(text: string): Promise<void> {
-    await this.#stdin?.write(new TextEncoder().encode(text));
-  }
-
-  async closeStdin(): Promise<void> {
-    await this.#stdin?.close().catch(() => {});
-  }
-
-  /** SIGTERM, then SIGKILL if it has not exited after `ms`. */
-  async stop(ms = 8000): Promise<void> {
-    await this.closeStdin();
-    try {
-      this.child.kill("SIGTERM");
-    } catch { /* exited */ }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const killed = new Promise<void>((r) =>
-      timer = setTimeout(() => {
-        try {
-          this.child.kill("SIGKILL");
-        } catch { /* exited */ }
-        r();
-      }, ms)
-    );
-    await Promise.race([this.done, killed]);
-    clearTimeout(timer);
-    await this.done;
-  }
+/** SIGTERM, then SIGKILL if it has not exited after `ms`. */
+async function stop(child: Child, ms = 8000): Promise<void> {
+  await child.stop("SIGTERM", ms);
 }
 
 async function stopAll(): Promise<void> {
-  await Promise.all([...children].map((c) => c.stop(3000)));
-}
-
-/** Whether `cmd args` runs and exits 0. */
-async function runs(cmd: string, args: string[]): Promise<boolean> {
-  try {
-    const out = await new Deno.Command(cmd, {
-      args,
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return out.success;
-  } catch {
-    return false;
-  }
+  await Promise.all([...children].map((c) => stop(c, 3000)));
 }
 
 // ---------------------------------------------------------------------------
-// /proc readings (Linux). Deno asks for --allow-all to read /proc itself,
-// so the task's narrower permissions read it through `cat`.
+// /proc readings (Linux), NaN where they cannot be read: tests/lib/proc.ts.
 
-async function readProc(file: string): Promise<string> {
-  try {
-    const out = await new Deno.Command("cat", { args: [file], stderr: "null" })
-      .output();
-    return out.success ? new TextDecoder().decode(out.stdout) : "";
-  } catch {
-    return "";
-  }
-}
+const orNaN = (reading: Promise<number>) => reading.catch(() => NaN);
 
 /** CPU seconds (user + system, all threads) the process has used so far. */
-async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await readProc(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // utime and stime, fields 14 and 15 of proc_pid_stat(5), in 1/100 s.
-  return stat ? (Number(fields[11]) + Number(fields[12])) / 100 : NaN;
-}
+const cpuSeconds = (pid: number) =>
+  orNaN(cpuTimeMs(pid).then((ms) => ms / 1000));
 
 /** Resident memory in MB (VmRSS of /proc/PID/status). */
-async function rssMB(pid: number): Promise<number> {
-  const status = await readProc(`/proc/${pid}/status`);
-  return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? NaN) / 1024;
-}
+const rssMB = (pid: number) =>
+  orNaN(residentBytes(pid).then((b) => b / 2 ** 20));
 
 /** The process's open-file limit (soft), from /proc/PID/limits. */
-async function fdLimit(pid: number): Promise<number> {
-  const limits = await readProc(`/proc/${pid}/limits`);
-  const m = /^Max open files\s+(\d+|unlimited)/m.exec(limits);
-  return !m ? NaN : m[1] === "unlimited" ? Infinity : Number(m[1]);
-}
+const fdLimit = (pid: number) => orNaN(openFileLimit(pid));
 
 // ---------------------------------------------------------------------------
 // Servers.
 
 interface Server {
-  proc: Proc;
+  proc: Child;
   port: number;
 }
 
@@ -406,7 +311,7 @@ async function startServer(
       Deno.execPath(),
       "run",
       ...s.flags,
-      path("server.ts"),
+      path(v.tcpScript),
       ...["--port", "0", "--quiet", "--max-connections", "20000"],
       ...v.tcpArgs,
     ]
@@ -418,17 +323,17 @@ async function startServer(
       path("udp.ts"),
       ...["serve", "--port", "0", "--quiet"],
     ];
-  const proc = new Proc(`${v.name} ${protocol} server`, cmd, {
+  const proc = spawnProc(`${v.name} ${protocol} server`, cmd, {
     env: s.env,
     cpus: v.pin ? SERVER_CPU : undefined,
   });
   try {
-    const first = await proc.line(/./, 20_000);
+    const first = await proc.waitForLine(/./, 20_000);
     const m = new RegExp(`^${protocol} listening on .*:(\\d+)$`).exec(first);
-    if (!m) throw new Error(`${proc.name}: first line was ${first}`);
+    if (!m) throw new Error(`${proc.label}: first line was ${first}`);
     return { proc, port: Number(m[1]) };
   } catch (err) {
-    await proc.stop();
+    await stop(proc);
     throw err;
   }
 }
@@ -447,6 +352,21 @@ interface Figure {
 }
 
 type Measured = Figure[];
+
+/** A figure where a higher value is better (a rate). */
+function higher(load: string, figure: string, value: number): Figure {
+  return { load, figure, better: "higher", value };
+}
+
+/** A figure where a lower value is better (a time, memory). */
+function lower(load: string, figure: string, value: number): Figure {
+  return { load, figure, better: "lower", value };
+}
+
+/** The `q` quantile of a latency histogram: the figure `p50 ms`, `p99 ms`. */
+function latency(load: string, histogram: number[], q: number): Figure {
+  return lower(load, `p${q * 100} ms`, quantileMs([histogram], q));
+}
 
 /** How the load generators run: pinned to CLIENT_CPU or free. */
 interface LoadContext {
@@ -472,10 +392,10 @@ async function runLoad(
   cpus: string | undefined,
 ): Promise<{ results: Record<string, unknown>[]; cpu: Measured }> {
   const workers = commands.map((cmd, i) =>
-    new Proc(`load generator ${i + 1}`, cmd, { stdin: true, cpus })
+    spawnProc(`load generator ${i + 1}`, cmd, { stdin: true, cpus })
   );
   try {
-    await Promise.all(workers.map((w) => w.line(/^ready$/, 30_000)));
+    await Promise.all(workers.map((w) => w.waitForLine(/^ready$/, 30_000)));
     const clientCpu = () =>
       Promise.all(workers.map((w) => cpuSeconds(w.pid)))
         .then((s) => s.reduce((a, b) => a + b, 0));
@@ -484,9 +404,9 @@ async function runLoad(
       await clientCpu(),
     ];
     const t0 = performance.now();
-    await Promise.all(workers.map((w) => w.send("go\n")));
+    await Promise.all(workers.map((w) => w.write("go\n")));
     const lines = await Promise.all(
-      workers.map((w) => w.line(/^result /, timeoutMs)),
+      workers.map((w) => w.waitForLine(/^result /, timeoutMs)),
     );
     const seconds = (performance.now() - t0) / 1000;
     const [cpu1, clientCpu1] = [
@@ -506,7 +426,7 @@ async function runLoad(
       ],
     };
   } finally {
-    await Promise.all(workers.map((w) => w.stop()));
+    await Promise.all(workers.map((w) => stop(w)));
   }
 }
 
@@ -534,12 +454,7 @@ async function tcpStream(
   );
   const r = results[0] as { received: number; ms: number; verified: boolean };
   return [
-    {
-      load,
-      figure: "MB/s",
-      better: "higher",
-      value: r.received / 1e6 / (r.ms / 1000),
-    },
+    higher(load, "MB/s", r.received / 1e6 / (r.ms / 1000)),
     { load, figure: "bytes verified (1 = all)", value: r.verified ? 1 : 0 },
     ...cpu.map((f) => ({ ...f, load })),
   ];
@@ -585,25 +500,10 @@ async function tcpRoundTrips(
     ctx.notes.add(`${load}: ${r.errors} connections failed (${r.firstError})`);
   }
   return [
-    {
-      load,
-      figure: "round trips/s",
-      better: "higher",
-      value: r.total / r.seconds,
-    },
-    {
-      load,
-      figure: "p50 ms",
-      better: "lower",
-      value: quantileMs([r.histogram], 0.5),
-    },
-    {
-      load,
-      figure: "p99 ms",
-      better: "lower",
-      value: quantileMs([r.histogram], 0.99),
-    },
-    { load, figure: "longest wait ms", better: "lower", value: r.maxWaitMs },
+    higher(load, "round trips/s", r.total / r.seconds),
+    latency(load, r.histogram, 0.5),
+    latency(load, r.histogram, 0.99),
+    lower(load, "longest wait ms", r.maxWaitMs),
     { load, figure: "connections with no reply", value: r.noReply },
     { load, figure: "Jain fairness (1 = fair)", value: r.jain },
     ...cpu.map((f) => ({ ...f, load })),
@@ -634,12 +534,7 @@ async function udpRoundTrips(
     histogram: number[];
   };
   return [
-    {
-      load,
-      figure: "round trips/s",
-      better: "higher",
-      value: r.received / r.seconds,
-    },
+    higher(load, "round trips/s", r.received / r.seconds),
     {
       load,
       figure: "loss %",
@@ -647,12 +542,7 @@ async function udpRoundTrips(
         ? r.lost / (r.received + r.lost) * 100
         : 100,
     },
-    {
-      load,
-      figure: "p99 ms",
-      better: "lower",
-      value: quantileMs([r.histogram], 0.99),
-    },
+    latency(load, r.histogram, 0.99),
     ...cpu.map((f) => ({ ...f, load })),
   ];
 }
@@ -669,7 +559,7 @@ async function manyConnections(
 ): Promise<Measured> {
   const load = `tcp hold ${conns} connections`;
   const server = await startServer(v, "tcp");
-  const workers: Proc[] = [];
+  const workers: Child[] = [];
   try {
     const limit = await fdLimit(server.proc.pid);
     if (limit < conns + 100) {
@@ -684,22 +574,22 @@ async function manyConnections(
           `limit, ${limit}, which is enough for ${conns} connections`,
       );
     }
-    await new Promise((r) => setTimeout(r, 300)); // let start-up settle
+    await delay(300); // let start-up settle
     const idle = await rssMB(server.proc.pid);
     for (const [i, c] of split(conns, 4).entries()) {
       workers.push(
-        new Proc(
+        spawnProc(
           `hold load ${i + 1}`,
           denoLoad("hold", "--port", String(server.port), "--conns", `${c}`),
           { stdin: true },
         ),
       );
     }
-    await Promise.all(workers.map((w) => w.line(/^ready$/, 30_000)));
+    await Promise.all(workers.map((w) => w.waitForLine(/^ready$/, 30_000)));
     const t0 = performance.now();
-    await Promise.all(workers.map((w) => w.send("go\n")));
+    await Promise.all(workers.map((w) => w.write("go\n")));
     const results = await Promise.all(
-      workers.map((w) => w.line(/^result /, 120_000)),
+      workers.map((w) => w.waitForLine(/^result /, 120_000)),
     );
     const seconds = (performance.now() - t0) / 1000;
     const rs = results.map((l) =>
@@ -720,13 +610,13 @@ async function manyConnections(
     const rss = await rssMB(server.proc.pid);
     return [
       { load, figure: "connections open and echoed", value: opened },
-      { load, figure: "seconds to open", better: "lower", value: seconds },
-      { load, figure: "server RSS MB, all open", better: "lower", value: rss },
-      { load, figure: "server RSS MB, idle", better: "lower", value: idle },
+      lower(load, "seconds to open", seconds),
+      lower(load, "server RSS MB, all open", rss),
+      lower(load, "server RSS MB, idle", idle),
     ];
   } finally {
-    await Promise.all(workers.map((w) => w.stop()));
-    await server.proc.stop();
+    await Promise.all(workers.map((w) => stop(w)));
+    await stop(server.proc);
   }
 }
 
@@ -808,7 +698,7 @@ function table(rows: Row[], names: string[], ratios: Ratio[]): string {
 async function machine(): Promise<Record<string, string | number>> {
   let cpu = "unknown";
   try {
-    cpu = /^model name\s*:\s*(.*)$/m.exec(await readProc("/proc/cpuinfo"))
+    cpu = /^model name\s*:\s*(.*)$/m.exec(await readProcFile("/proc/cpuinfo"))
       ?.[1] ?? cpu;
   } catch { /* not Linux */ }
   let node = "";
@@ -828,15 +718,19 @@ async function machine(): Promise<Record<string, string | number>> {
   };
 }
 
-/** Whether this server.ts has `--workers` (another part of the project). */
-async function hasWorkers(): Promise<boolean> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net=127.0.0.1", path("server.ts"), "--help"],
-    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  return new TextDecoder().decode(out.stdout).includes("--workers N");
+/**
+ * How this project runs server.ts on N event loops, `--workers N`: in
+ * workers.ts, or in server.ts itself (older versions), or not at all.
+ */
+async function workersScript(): Promise<string | null> {
+  try {
+    await Deno.stat(path("workers.ts"));
+    return "workers.ts";
+  } catch { /* not here */ }
+  const help = await runScript("server.ts", ["--help"], {
+    denoFlags: ["--allow-net=127.0.0.1"],
+  });
+  return /^\s*--workers N/m.test(help.out) ? "server.ts" : null;
 }
 
 // ---------------------------------------------------------------------------
@@ -856,8 +750,23 @@ class Results {
   }
 }
 
-async function bench(options: Options): Promise<number> {
-  const sizes = plan(options.quick);
+// ---------------------------------------------------------------------------
+// A run: set-up, the servers measured, the two tables, the report.
+
+/** What a run knows as it goes. */
+interface Run {
+  options: Options;
+  sizes: ReturnType<typeof plan>;
+  info: Record<string, string | number>;
+  ctx: LoadContext;
+  notes: Set<string>;
+  /** Whether Node is compared (asked for, and on PATH). */
+  compare: boolean;
+  failures: number;
+}
+
+/** The machine, whether taskset pins, how the load generators run. */
+async function setUp(options: Options): Promise<Run> {
   const info = await machine();
   const notes = new Set<string>();
   let compare = options.compare;
@@ -866,7 +775,7 @@ async function bench(options: Options): Promise<number> {
     compare = false;
   }
   tasksetWorks = options.pin && Number(info.cores) >= 2 &&
-    await runs("taskset", ["-c", SERVER_CPU, "true"]);
+    runsOk("taskset", ["-c", SERVER_CPU, "true"]);
   const ctx: LoadContext = {
     pin: tasksetWorks,
     notes,
@@ -884,31 +793,54 @@ async function bench(options: Options): Promise<number> {
         "under Deno's node:net instead",
     );
   }
+  return {
+    options,
+    sizes: plan(options.quick),
+    info,
+    ctx,
+    notes,
+    compare,
+    failures: 0,
+  };
+}
 
+function variant(
+  name: string,
+  kind: "deno" | "node",
+  settings: Record<"tcp" | "udp", Settings>,
+  about: string,
+): Variant {
+  return {
+    name,
+    kind,
+    settings,
+    tcpScript: "server.ts",
+    tcpArgs: [],
+    pin: tasksetWorks,
+    about,
+  };
+}
+
+/**
+ * The columns of the main table: the project's servers as their tasks
+ * start them (or with --settings), the same bare, and Node with --compare.
+ */
+async function mainVariants(run: Run): Promise<{
+  variants: Variant[];
+  project: Record<"tcp" | "udp", Settings>;
+  fromTasks: boolean;
+}> {
   const tasks = await taskSettings();
   let project = tasks;
   let projectAbout = "started as `deno task server` / `deno task udp` start " +
     `them (from deno.json): ${describeSettings(tasks.tcp)}`;
-  if (options.settings !== undefined) {
-    const s = parseSettings(options.settings);
+  if (run.options.settings !== undefined) {
+    const s = parseSettings(run.options.settings);
     const flags = ["--allow-net=127.0.0.1", ...s.flags];
     project = { tcp: { env: s.env, flags }, udp: { env: s.env, flags } };
     projectAbout = `started with --settings: ${describeSettings(project.tcp)}`;
   }
   const bareSettings = { env: {}, flags: ["--allow-net=127.0.0.1"] };
-  const variant = (
-    name: string,
-    kind: "deno" | "node",
-    settings: Record<"tcp" | "udp", Settings>,
-    about: string,
-  ): Variant => ({
-    name,
-    kind,
-    settings,
-    tcpArgs: [],
-    pin: tasksetWorks,
-    about,
-  });
   const variants: Variant[] = [
     variant("project", "deno", project, projectAbout),
     variant(
@@ -918,46 +850,50 @@ async function bench(options: Options): Promise<number> {
       "`deno run --allow-net=127.0.0.1 server.ts` (udp.ts), no settings",
     ),
   ];
-  if (compare) {
+  if (run.compare) {
     variants.push(variant(
       "node",
       "node",
       { tcp: bareSettings, udp: bareSettings },
-      `Node.js ${info.node} bench/node_echo.mjs`,
+      `Node.js ${run.info.node} bench/node_echo.mjs`,
     ));
   }
+  return { variants, project, fromTasks: project === tasks };
+}
+
+/** Measure `what` for `v` into `results`; a failure is a note, and counts. */
+async function attempt(
+  run: Run,
+  results: Results,
+  v: Variant,
+  what: string,
+  measure: () => Promise<Measured>,
+): Promise<void> {
+  if (!run.options.json) {
+    await Deno.stderr.write(new TextEncoder().encode(`  ${v.name}: ${what}\n`));
+  }
+  try {
+    results.record(v.name, await measure());
+  } catch (err) {
+    run.failures++;
+    run.notes.add(`${v.name} ${what} failed: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The main table: each round starts every variant's servers, runs every
+ * load against them in turn (the order flipped each round, so no server
+ * always gets the quieter moment), then the many-connection load.
+ */
+async function mainTable(run: Run, variants: Variant[]): Promise<Results> {
+  const { options, sizes, ctx } = run;
   // Loads the bare servers run by default: the ones the settings change
   // (c=500 here; the many-connection load always runs every server).
   const bareLoads = (load: string) => options.bare || load === "tcp rr c=500";
-  const main = new Results(variants.map((v) => v.name));
-
-  let failures = 0;
-  const attempt = async (
-    results: Results,
-    v: Variant,
-    what: string,
-    run: () => Promise<Measured>,
-  ) => {
-    if (!options.json) {
-      await Deno.stderr.write(
-        new TextEncoder().encode(`  ${v.name}: ${what}\n`),
-      );
-    }
-    try {
-      results.record(v.name, await run());
-    } catch (err) {
-      failures++;
-      notes.add(`${v.name} ${what} failed: ${(err as Error).message}`);
-    }
-  };
-
-  const started = performance.now();
+  const results = new Results(variants.map((v) => v.name));
   for (let round = 1; round <= options.rounds; round++) {
-    // Alternate the order, so no server always gets the quieter moment.
     const order = round % 2 ? variants : [...variants].reverse();
-    if (!options.json) {
-      console.error(`round ${round} of ${options.rounds}`);
-    }
+    if (!options.json) console.error(`round ${round} of ${options.rounds}`);
     const tcp = new Map<string, Server>();
     const udp = new Map<string, Server>();
     try {
@@ -967,16 +903,16 @@ async function bench(options: Options): Promise<number> {
         try {
           udp.set(v.name, await startServer(v, "udp"));
         } catch (err) {
-          notes.add(`${v.name} udp server: ${(err as Error).message}`);
+          run.notes.add(`${v.name} udp server: ${(err as Error).message}`);
         }
       }
       const each = async (
         load: string,
-        run: (v: Variant) => Promise<Measured>,
+        measure: (v: Variant) => Promise<Measured>,
       ) => {
         for (const v of order) {
           if (v.name === "bare" && !bareLoads(load)) continue;
-          await attempt(main, v, load, () => run(v));
+          await attempt(run, results, v, load, () => measure(v));
         }
       };
       await each(
@@ -997,75 +933,101 @@ async function bench(options: Options): Promise<number> {
         });
       }
     } finally {
-      for (const s of [...tcp.values(), ...udp.values()]) await s.proc.stop();
+      for (const s of [...tcp.values(), ...udp.values()]) await stop(s.proc);
     }
     for (const v of order) {
       await attempt(
-        main,
+        run,
+        results,
         v,
         `${sizes.holdConns} connections`,
         () => manyConnections(v, sizes.holdConns, ctx),
       );
     }
   }
+  return results;
+}
 
-  // --workers: the same server on N event loops, nothing pinned.
-  const workersTable = new Results(["workers 1", "workers 2"]);
-  const workersOk = await hasWorkers();
-  if (!workersOk) {
-    notes.add("server.ts has no --workers here: the workers table is left out");
-  } else {
-    const wv = (n: number): Variant => ({
-      ...variant(`workers ${n}`, "deno", project, ""),
-      settings: {
-        ...project,
-        tcp: {
-          env: project.tcp.env,
-          flags: [...project.tcp.flags, `--allow-read=${path("server.ts")}`],
-        },
+/**
+ * The workers table: --workers 1 and 2 (N event loops on one port, by
+ * workers.ts), nothing pinned; null where the project has no --workers.
+ */
+async function workersTable(
+  run: Run,
+  project: Record<"tcp" | "udp", Settings>,
+): Promise<{ results: Results; script: string } | null> {
+  const script = await workersScript();
+  if (script === null) {
+    run.notes.add(
+      "server.ts has no --workers here: the workers table is left out",
+    );
+    return null;
+  }
+  const { options, sizes } = run;
+  const results = new Results(["workers 1", "workers 2"]);
+  // Each worker loads the script (and server.ts) again: grant those reads.
+  const reads = [...new Set([script, "server.ts"])].map(path).join(",");
+  const wv = (n: number): Variant => ({
+    ...variant(`workers ${n}`, "deno", project, ""),
+    settings: {
+      ...project,
+      tcp: {
+        env: project.tcp.env,
+        flags: [
+          ...project.tcp.flags,
+          `--allow-read=${reads}`,
+          "--unstable-net",
+        ],
       },
-      tcpArgs: ["--workers", String(n)],
-      pin: false,
-    });
-    const wvs = [wv(1), wv(2)];
-    const free = { ...ctx, pin: false };
-    for (let round = 1; round <= options.rounds; round++) {
-      const order = round % 2 ? wvs : [...wvs].reverse();
-      for (const v of order) {
-        let server: Server | undefined;
-        try {
-          server = await startServer(v, "tcp");
-        } catch (err) {
-          failures++;
-          notes.add(`${v.name} failed to start: ${(err as Error).message}`);
-          continue;
+    },
+    tcpScript: script,
+    tcpArgs: ["--workers", String(n)],
+    pin: false,
+  });
+  const wvs = [wv(1), wv(2)];
+  const free = { ...run.ctx, pin: false };
+  for (let round = 1; round <= options.rounds; round++) {
+    const order = round % 2 ? wvs : [...wvs].reverse();
+    for (const v of order) {
+      let server: Server;
+      try {
+        server = await startServer(v, "tcp");
+      } catch (err) {
+        run.failures++;
+        run.notes.add(`${v.name} failed to start: ${(err as Error).message}`);
+        continue;
+      }
+      try {
+        if (!options.quick) {
+          await attempt(
+            run,
+            results,
+            v,
+            "tcp stream",
+            () => tcpStream(server, sizes.streamBytes, free),
+          );
         }
-        try {
-          if (!options.quick) {
-            await attempt(
-              workersTable,
-              v,
-              "tcp stream",
-              () => tcpStream(server!, sizes.streamBytes, free),
-            );
-          }
-          for (const conns of options.quick ? [500] : [50, 500]) {
-            await attempt(
-              workersTable,
-              v,
-              `tcp rr c=${conns}`,
-              () => tcpRoundTrips(server!, conns, sizes.seconds, free),
-            );
-          }
-        } finally {
-          await server.proc.stop();
+        for (const conns of options.quick ? [500] : [50, 500]) {
+          await attempt(
+            run,
+            results,
+            v,
+            `tcp rr c=${conns}`,
+            () => tcpRoundTrips(server, conns, sizes.seconds, free),
+          );
         }
+      } finally {
+        await stop(server.proc);
       }
     }
   }
-  const elapsed = (performance.now() - started) / 1000;
+  return { results, script };
+}
 
-  const limits = [
+/** What the figures can and cannot say, printed with them. */
+function limitsOf(run: Run, workersScript: string | undefined): string[] {
+  const { info } = run;
+  return [
     `The load generators run on this machine (${info.cores} cores) and ` +
     `share its CPUs with the server. ` +
     (tasksetWorks
@@ -1084,93 +1046,132 @@ async function bench(options: Options): Promise<number> {
     `connection got the same number of round trips.`,
     `"bare" is the same server started without the tasks' settings; by ` +
     `default only the loads those settings change run bare (--bare: all).`,
-    workersOk
-      ? `The workers table runs server.ts --workers 1 and --workers 2 with ` +
+    workersScript
+      ? `The workers table runs ${workersScript} --workers 1 and --workers 2 with ` +
         `nothing pinned: ${info.cores} cores shared by the server's ` +
         `workers and the load generator.`
       : `No workers table: server.ts has no --workers.`,
     `Loopback only: no network, no NIC, no packet loss but the kernel's.`,
-    `Figures are medians of ${options.rounds} round(s); the servers ` +
+    `Figures are medians of ${run.options.rounds} round(s); the servers ` +
     `alternate, order flipped each round.`,
   ];
-  const ratios: Ratio[] = compare
-    ? variants.filter((v) => v.kind === "deno").map((v) => [v.name, "node"])
-    : [["project", "bare"]];
-  const about = Object.fromEntries(variants.map((v) => [v.name, v.about]));
-  if (options.json) {
-    const figures = (r: Results, rs: Ratio[]) =>
-      [...r.rows.values()].map((row) => {
-        const m = medians(row);
-        return {
-          load: row.load,
-          figure: row.figure,
-          better: row.better ?? null,
-          median: m,
-          rounds: row.values,
-          ratios: Object.fromEntries(
-            rs.filter(([a, b]) => row.better && m[a] !== undefined && m[b] > 0)
-              .map(([a, b]) => [`${a}/${b}`, m[a] / m[b]]),
-          ),
-        };
-      });
-    console.log(JSON.stringify(
-      {
-        machine: info,
-        mode: options.quick ? "quick" : "full",
-        rounds: options.rounds,
-        seconds: Math.round(elapsed),
-        servers: about,
-        figures: figures(main, ratios),
-        workers: workersOk
-          ? figures(workersTable, [["workers 2", "workers 1"]])
-          : null,
-        limits,
-        notes: [...notes],
-      },
-      null,
-      2,
-    ));
-  } else {
-    console.log(
-      `Echo servers on loopback: ${options.quick ? "quick" : "full"} run, ` +
-        `${options.rounds} round(s), ${Math.round(elapsed)} s`,
-    );
-    console.log(
-      `machine: ${info.cpu}, ${info.cores} cores, ${info.memoryGB} GB, ` +
-        `${info.os}; Deno ${info.deno}` +
-        (info.node ? `, Node ${info.node}` : "") +
-        `; load average at start ${info.loadAverage}`,
-    );
-    for (const v of variants) console.log(`${v.name}: ${v.about}`);
+}
+
+/** Everything the output shows. */
+interface Report {
+  run: Run;
+  variants: Variant[];
+  fromTasks: boolean;
+  main: Results;
+  ratios: Ratio[];
+  workers: { results: Results; script: string } | null;
+  limits: string[];
+  seconds: number;
+}
+
+/** `--json`: the figures, medians and every round, as JSON on stdout. */
+function printJson(r: Report): void {
+  const { run } = r;
+  const figures = (results: Results, ratios: Ratio[]) =>
+    [...results.rows.values()].map((row) => {
+      const m = medians(row);
+      return {
+        load: row.load,
+        figure: row.figure,
+        better: row.better ?? null,
+        median: m,
+        rounds: row.values,
+        ratios: Object.fromEntries(
+          ratios.filter(([a, b]) =>
+            row.better && m[a] !== undefined && m[b] > 0
+          ).map(([a, b]) => [`${a}/${b}`, m[a] / m[b]]),
+        ),
+      };
+    });
+  console.log(JSON.stringify(
+    {
+      machine: run.info,
+      mode: run.options.quick ? "quick" : "full",
+      rounds: run.options.rounds,
+      seconds: Math.round(r.seconds),
+      servers: Object.fromEntries(r.variants.map((v) => [v.name, v.about])),
+      figures: figures(r.main, r.ratios),
+      workers: r.workers
+        ? figures(r.workers.results, [["workers 2", "workers 1"]])
+        : null,
+      limits: r.limits,
+      notes: [...run.notes],
+    },
+    null,
+    2,
+  ));
+}
+
+/** The tables, the limits and the notes, for a person. */
+function printTables(r: Report): void {
+  const { info, options, notes } = r.run;
+  console.log(
+    `Echo servers on loopback: ${options.quick ? "quick" : "full"} run, ` +
+      `${options.rounds} round(s), ${Math.round(r.seconds)} s`,
+  );
+  console.log(
+    `machine: ${info.cpu}, ${info.cores} cores, ${info.memoryGB} GB, ` +
+      `${info.os}; Deno ${info.deno}` +
+      (info.node ? `, Node ${info.node}` : "") +
+      `; load average at start ${info.loadAverage}`,
+  );
+  for (const v of r.variants) console.log(`${v.name}: ${v.about}`);
+  console.log();
+  console.log(table([...r.main.rows.values()], r.main.names, r.ratios));
+  console.log(
+    "·: not measured. Ratios: above 1 is better for rates (MB/s, round " +
+      "trips/s), below 1 for times and memory (ms, seconds, MB).",
+  );
+  if (r.workers) {
     console.log();
-    console.log(table([...main.rows.values()], main.names, ratios));
     console.log(
-      "·: not measured. Ratios: above 1 is better for rates (MB/s, round " +
-        "trips/s), below 1 for times and memory (ms, seconds, MB).",
+      `${r.workers.script} --workers N: N event loops on one port (SO_REUSEPORT), ` +
+        `${r.fromTasks ? "the tasks'" : "the same"} settings, ` +
+        `nothing pinned, ${info.cores} cores shared with the load generator`,
     );
-    if (workersOk) {
-      console.log();
-      console.log(
-        "server.ts --workers N: N event loops on one port (SO_REUSEPORT), " +
-          `${project === tasks ? "the tasks'" : "the same"} settings, ` +
-          `nothing pinned, ${info.cores} cores shared with the load generator`,
-      );
-      console.log();
-      console.log(
-        table([...workersTable.rows.values()], workersTable.names, [
-          ["workers 2", "workers 1"],
-        ]),
-      );
-    }
     console.log();
-    console.log("limits of this benchmark:");
-    for (const l of limits) console.log(`- ${l}`);
-    if (notes.size > 0) {
-      console.log("notes:");
-      for (const n of notes) console.log(`- ${n}`);
-    }
+    console.log(
+      table([...r.workers.results.rows.values()], r.workers.results.names, [
+        ["workers 2", "workers 1"],
+      ]),
+    );
   }
-  return failures > 0 ? 1 : 0;
+  console.log();
+  console.log("limits of this benchmark:");
+  for (const l of r.limits) console.log(`- ${l}`);
+  if (notes.size > 0) {
+    console.log("notes:");
+    for (const n of notes) console.log(`- ${n}`);
+  }
+}
+
+/** The whole run: 0 if every load was measured, 1 if any failed. */
+async function bench(options: Options): Promise<number> {
+  const run = await setUp(options);
+  const { variants, project, fromTasks } = await mainVariants(run);
+  const started = performance.now();
+  const main = await mainTable(run, variants);
+  const workers = await workersTable(run, project);
+  const report: Report = {
+    run,
+    variants,
+    fromTasks,
+    main,
+    ratios: run.compare
+      ? variants.filter((v) => v.kind === "deno").map((v) => [v.name, "node"])
+      : [["project", "bare"]],
+    workers,
+    limits: limitsOf(run, workers?.script),
+    seconds: (performance.now() - started) / 1000,
+  };
+  if (options.json) printJson(report);
+  else printTables(report);
+  return run.failures > 0 ? 1 : 0;
 }
 
 if (import.meta.main) {

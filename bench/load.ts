@@ -18,6 +18,10 @@
  *   load.ts hold   --port P --conns C        open C connections, one echo each
  */
 
+import { randomBytes } from "../tests/lib/bytes.ts";
+import { writeAll } from "../tests/lib/net.ts";
+import { delay } from "../tests/lib/time.ts";
+
 const HOST = "127.0.0.1";
 
 interface Args {
@@ -109,13 +113,6 @@ async function* stdinLines(): AsyncGenerator<string> {
   }
 }
 
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < data.length) {
-    written += await conn.write(data.subarray(written));
-  }
-}
-
 /** Whether x[xi..xi+n) equals y[yi..yi+n). xi and yi agree modulo 4. */
 function sameBytes(
   x: Uint8Array,
@@ -139,14 +136,6 @@ function sameBytes(
   }
   for (; k < n; k++) if (x[xi + k] !== y[yi + k]) return false;
   return true;
-}
-
-function randomBytes(size: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(size);
-  for (let i = 0; i < size; i += 65_536) {
-    crypto.getRandomValues(bytes.subarray(i, Math.min(size, i + 65_536)));
-  }
-  return bytes;
 }
 
 // ---------------------------------------------------------------------------
@@ -336,7 +325,7 @@ async function udpRoundTrips(args: Args, go: Promise<void>) {
       }
     }
   }, 20);
-  await new Promise((r) => setTimeout(r, args.seconds * 1000));
+  await delay(args.seconds * 1000);
   clearInterval(watchdog);
   running = false;
   const seconds = (performance.now() - t0) / 1000;

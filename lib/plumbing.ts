@@ -306,7 +306,9 @@ export function log(line: string): void {
   if (logState.failed) return;
   const size = line.length + 1;
   if (logState.queued + size > LOG_QUEUE_BYTES) {
-    if (logState.dropped++ === 0) {
+    logState.dropped++;
+    if (!logState.warned) {
+      logState.warned = true;
       warn("warning: stdout is not being read; dropping log lines");
     }
     return;
@@ -327,6 +329,7 @@ const logState = {
   lines: [] as string[],
   queued: 0,
   dropped: 0,
+  warned: false,
   failed: false,
   writing: undefined as Promise<void> | undefined,
 };

@@ -6,25 +6,8 @@
  * a margin (the start-up of a Deno process).
  */
 import assert from "node:assert/strict";
+import { fullListenQueue, listenQueue } from "./lib/net.ts";
 import { hasStackTrace, runScript, startScript } from "./lib/spawn.ts";
-
-/**
- * `ss -ltn` for the listener on `port`: Recv-Q (connections waiting in the
- * queue) and Send-Q (the queue's length, the backlog).
- */
-async function listenQueue(
-  port: number,
-): Promise<{ waiting: number; backlog: number; line: string }> {
-  const { code, stdout, stderr } = await new Deno.Command("ss", {
-    args: ["-ltnH", `sport = :${port}`],
-    stdin: "null",
-  }).output();
-  const line = new TextDecoder().decode(stdout).trim();
-  assert.equal(code, 0, new TextDecoder().decode(stderr));
-  const fields = line.split(/\s+/);
-  assert.equal(fields[0], "LISTEN", `no listener on port ${port}: ${line}`);
-  return { waiting: Number(fields[1]), backlog: Number(fields[2]), line };
-}
 
 for (const backlog of [7, 1]) {
   Deno.test(`server.ts --backlog ${backlog} reaches the kernel: ss shows Send-Q ${backlog}`, async () => {
@@ -47,46 +30,31 @@ Deno.test({
   sanitizeResources: true,
   sanitizeOps: true,
   async fn() {
-    // A listener that never accepts, with room for backlog + 1 = 2.
-    using listener = Deno.listen({
-      hostname: "127.0.0.1",
-      port: 0,
-      tcpBacklog: 1,
-    });
-    const { port } = listener.addr;
-    const queued: Deno.Conn[] = [];
-    try {
-      // The kernel completes these handshakes by itself, into the queue.
-      for (let i = 0; i < 2; i++) {
-        queued.push(await Deno.connect({ hostname: "127.0.0.1", port }));
-      }
-      const queue = await listenQueue(port);
-      assert.equal(queue.waiting, 2, `the queue is not full: ${queue.line}`);
+    // A listener that never accepts, with room for backlog + 1 = 2: full.
+    using full = await fullListenQueue();
+    const { port, queue } = full;
+    assert.equal(queue.waiting, 2, `the queue is not full: ${queue.line}`);
+    const timeoutMs = 1000;
+    const start = performance.now();
+    const r = await runScript("client.ts", [
+      "--port",
+      `${port}`,
+      "--timeout",
+      `${timeoutMs}`,
+      "hello",
+    ], { timeoutMs: 15_000 });
+    const elapsed = performance.now() - start;
 
-      const timeoutMs = 1000;
-      const start = performance.now();
-      const r = await runScript("client.ts", [
-        "--port",
-        `${port}`,
-        "--timeout",
-        `${timeoutMs}`,
-        "hello",
-      ], { timeoutMs: 15_000 });
-      const elapsed = performance.now() - start;
-
-      assert.equal(r.code, 1, r.stderr);
-      assert.equal(r.out, "");
-      const lines = r.stderr.trim().split("\n");
-      assert.equal(lines.length, 1, r.stderr);
-      assert.match(lines[0], new RegExp(`^error: .*127\\.0\\.0\\.1:${port}`));
-      assert.match(lines[0], /1000 ms|time/i);
-      assert.doesNotMatch(lines[0], /refused/i);
-      assert.ok(!hasStackTrace(r.stderr), r.stderr);
-      // It waited for the timeout (the SYN got no answer), and not much more.
-      assert.ok(elapsed >= timeoutMs, `gave up after ${elapsed} ms`);
-      assert.ok(elapsed < timeoutMs + 4000, `gave up after ${elapsed} ms`);
-    } finally {
-      for (const c of queued) c.close();
-    }
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.out, "");
+    const lines = r.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], new RegExp(`^error: .*127\\.0\\.0\\.1:${port}`));
+    assert.match(lines[0], /1000 ms|time/i);
+    assert.doesNotMatch(lines[0], /refused/i);
+    assert.ok(!hasStackTrace(r.stderr), r.stderr);
+    // It waited for the timeout (the SYN got no answer), and not much more.
+    assert.ok(elapsed >= timeoutMs, `gave up after ${elapsed} ms`);
+    assert.ok(elapsed < timeoutMs + 4000, `gave up after ${elapsed} ms`);
   },
 });

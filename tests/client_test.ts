@@ -2,18 +2,28 @@
  * client.ts, run as a user runs it: against a real server.ts, and against
  * small in-process servers that misbehave on purpose (never answer, keep
  * the connection open after a complete response, count their reads).
- * Fault and abuse cases are in tests/stress/client_faults_test.ts.
+ * Fault and abuse cases are in tests/stress/client_test.ts.
  */
 import assert from "node:assert/strict";
 import * as client from "../client.ts";
 import { randomBytes, sha256 } from "./lib/bytes.ts";
-import { readAll, writeAll } from "./lib/net.ts";
+import {
+  fullListenQueue,
+  readAll,
+  serveOne,
+  tcpInfo,
+  writeAll,
+} from "./lib/net.ts";
+import { needsNetns, offline } from "./lib/netns.ts";
 import {
   commandFor,
   hasStackTrace,
+  projectPath,
   runScript,
   startScript,
 } from "./lib/spawn.ts";
+import { delay } from "./lib/time.ts";
+import { hasXxd, xxd } from "./lib/tools.ts";
 
 /** In-process sockets in these tests must all be closed by the end. */
 const SANITIZE = { sanitizeResources: true, sanitizeOps: true };
@@ -26,37 +36,6 @@ function freePort(): number {
   const { port } = listener.addr;
   listener.close();
   return port;
-}
-
-/**
- * An in-process server for one connection: `handle` gets it, and the
- * connection is closed after. `released` settles when the test disposes of
- * the server (a handler that must hold the connection open awaits it).
- * `done` settles when the handler is over; dispose closes the listener and
- * waits for it.
- */
-function serveOne(
-  handle: (conn: Deno.TcpConn, released: Promise<void>) => Promise<void>,
-) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const release = Promise.withResolvers<void>();
-  const done = (async () => {
-    const conn = await listener.accept();
-    try {
-      await handle(conn, release.promise);
-    } finally {
-      conn.close();
-    }
-  })();
-  return {
-    port: listener.addr.port,
-    done,
-    async [Symbol.asyncDispose]() {
-      release.resolve();
-      listener.close();
-      await done.catch(() => {});
-    },
-  };
 }
 
 /** Read until the peer closes or resets; either way it has gone. */
@@ -97,14 +76,9 @@ Deno.test("client --help prints usage and exits 0", async () => {
 
 for (
   const [args, reason] of [
+    // One case of the shared flag parsing (tests/plumbing_test.ts has
+    // them all); the rest are client.ts's own rules.
     [["--bogus"], /unknown flag "--bogus"/],
-    [["--port", "70000"], /--port must be a whole number from 0 to 65535/],
-    [
-      ["--port", "-1"],
-      /--port does not take "-1" \(a value that starts with "-" is written --port=-1\)/,
-    ],
-    [["--port=-1"], /--port must be a whole number from 0 to 65535/],
-    [["--port", "abc"], /--port must be a whole number from 0 to 65535/],
     [["--http", "hello"], /--http sends its own request/],
     [["--path", "/x"], /--path goes with --http/],
     [
@@ -120,11 +94,23 @@ for (
       /^error: --path must start with \/ and hold only printable ASCII, .*\(try --path \/x%20y\), not "x y"$/,
     ],
     [["--port", "0", "hi"], /a client must name the server's port/],
-    [["--hostname", "127.0.0.1:8080", "hi"], /--hostname takes no port/],
     [["--timeout", "0", "hi"], /--timeout must be a whole number from 1/],
     [["--chunk", "0", "hi"], /--chunk must be a whole number from 1/],
     [["--delay", "100", "hi"], /--delay goes with --chunk/],
-    [["--trace=yes", "hi"], /--trace takes no value/],
+    // Timer-backed flags stop well below 2^31-1 ms, where a JS timer fires
+    // at once.
+    [
+      ["--timeout", "3600001", "hi"],
+      /^error: --timeout must be a whole number from 1 to 3600000, not "3600001"$/,
+    ],
+    [
+      ["--chunk", "1", "--delay", "60001", "hi"],
+      /^error: --delay must be a whole number from 0 to 60000, not "60001"$/,
+    ],
+    [
+      ["--timeout", "2147483648", "hi"],
+      /^error: --timeout must be a whole number from 1 to 3600000/,
+    ],
   ] as const
 ) {
   Deno.test(`client ${args.join(" ")} is a usage error: exit 2 and a one-line reason`, async () => {
@@ -230,65 +216,47 @@ Deno.test({
     "connect timeout (the SYN gets no answer: a full listen queue): the error says so, names the address and the time, within the timeout plus a margin",
   ...SANITIZE,
   fn: async () => {
-    // A listener that never accepts, with a queue of one: once the queue is
-    // full, the kernel drops further SYNs, as a firewall would.
-    using listener = Deno.listen({
-      hostname: "127.0.0.1",
-      port: 0,
-      tcpBacklog: 1,
-    });
-    const port = listener.addr.port;
-    const queued: Deno.TcpConn[] = [];
-    try {
-      for (let i = 0; i < 8; i++) {
-        try {
-          queued.push(
-            await Deno.connect({
-              hostname: "127.0.0.1",
-              port,
-              signal: AbortSignal.timeout(300),
-            }),
-          );
-        } catch {
-          break; // no answer: the queue is full
-        }
-      }
-      const started = performance.now();
-      const r = await runScript("client.ts", [
-        "--port",
-        String(port),
-        "--timeout",
-        "300",
-        "hi",
-      ], { timeoutMs: 10_000 });
-      const took = performance.now() - started;
-      assert.equal(r.code, 1, r.stderr);
-      assert.equal(
-        r.stderr,
-        `error: no answer from tcp 127.0.0.1:${port} within 300 ms: the connection request (SYN) got no reply: a firewall may drop it, the server's listen queue may be full, or no host has that address; check --hostname, or wait longer with --timeout MS\n`,
-      );
-      assert.ok(took < 300 + 4000, `took ${took} ms`);
-    } finally {
-      for (const conn of queued) conn.close();
-    }
+    // A full listen queue: the kernel drops further SYNs (lib/net.ts).
+    using full = await fullListenQueue();
+    const { port, queue } = full;
+    assert.equal(queue.waiting, 2, `the queue is not full: ${queue.line}`);
+    const started = performance.now();
+    const r = await runScript("client.ts", [
+      "--port",
+      String(port),
+      "--timeout",
+      "300",
+      "hi",
+    ], { timeoutMs: 10_000 });
+    const took = performance.now() - started;
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(
+      r.stderr,
+      `error: no answer from tcp 127.0.0.1:${port} within 300 ms: the connection request (SYN) got no reply: a firewall may drop it, the server's listen queue may be full, or no host has that address; check --hostname, or wait longer with --timeout MS\n`,
+    );
+    assert.ok(took < 300 + 4000, `took ${took} ms`);
   },
 });
 
-Deno.test("a name that does not resolve: exit 1 and a plain 'error:' line", async () => {
-  const r = await runScript("client.ts", [
-    "--hostname",
-    "no-such-host.invalid",
-    "--port",
-    "80",
-    "x",
-  ]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /^error: cannot connect to tcp no-such-host\.invalid:80: the name "no-such-host\.invalid" does not resolve/,
-  );
-  assert.ok(!hasStackTrace(r.stderr));
-});
+// In a namespace of its own: the lookup fails, and no query leaves.
+Deno.test(
+  needsNetns("a name that does not resolve: exit 1 and a plain 'error:' line"),
+  async () => {
+    const r = await runScript("client.ts", [
+      "--hostname",
+      "no-such-host.invalid",
+      "--port",
+      "80",
+      "x",
+    ], offline());
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /^error: cannot connect to tcp no-such-host\.invalid:80: the name "no-such-host\.invalid" does not resolve/,
+    );
+    assert.ok(!hasStackTrace(r.stderr));
+  },
+);
 
 Deno.test("connecting outside the --allow-net grant: exit 1, the error names the grant to add", async () => {
   const r = await runScript("client.ts", [
@@ -478,19 +446,22 @@ Deno.test("ResponseEnd: a malformed chunked body is reported, not taken for a re
   const cases: [string, string][] = [
     [`${head}zz\r\n`, `"zz" is not a chunk size (hex digits)`],
     [`${head}3\r\nabcX\r\n`, "the data of a chunk is not followed by CRLF"],
-    [`${head}${"1".repeat(70_000)}`, "a chunk size line is over 65536 bytes"],
+    [`${head}${"1".repeat(5000)}`, "a chunk size line is over 4096 bytes"],
   ];
   for (const [response, why] of cases) {
     const end = new client.ResponseEnd();
     const bytes = encoder.encode(response);
     assert.equal(end.feed(bytes), bytes.length, why);
     assert.equal(end.done, true, why);
-    assert.equal(end.malformed, why);
+    assert.equal(
+      end.problem,
+      `a malformed chunked body: ${why}; where the response ends cannot be told`,
+    );
   }
   // A well-formed one is not malformed, cut short or whole.
   const good = new client.ResponseEnd();
   good.feed(encoder.encode(`${head}3\r\nab`));
-  assert.equal(good.malformed, undefined);
+  assert.equal(good.problem, undefined);
   assert.equal(good.unfinished(), "before the last chunk of the chunked body");
 });
 
@@ -630,15 +601,23 @@ Deno.test({
 });
 
 Deno.test({
+  // How many read() calls the server needs depends on how soon it gets to
+  // run: a busy one finds two bytes waiting and reads them at once. What
+  // the client did shows on the wire, and the kernel counts it whenever
+  // the test runs: three data segments; and with two delays of 100 ms
+  // between them, the last cannot come sooner than 200 ms after the start.
   name:
-    "--chunk 1 --delay 100 abc: the server reads three separate 1-byte reads",
+    "--chunk 1 --delay 100 abc: three separate 1-byte segments reach the server (the kernel counts them), the last 200 ms or more after the client starts",
   ...SANITIZE,
   fn: async () => {
-    const reads: number[] = [];
+    let received = "";
+    let info: Record<string, number> = {};
+    let lastByteMs = 0;
+    const started = performance.now();
     await using server = serveOne(async (conn) => {
-      const buf = new Uint8Array(1024);
-      let n: number | null;
-      while ((n = await conn.read(buf)) !== null) reads.push(n);
+      received = new TextDecoder().decode(await readAll(conn));
+      lastByteMs = performance.now() - started;
+      info = await tcpInfo(conn); // after the client's FIN, before our close
     });
     const r = await runScript("client.ts", [
       "--port",
@@ -652,25 +631,11 @@ Deno.test({
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, "sent 3 bytes\n");
     await server.done;
-    assert.deepEqual(reads, [1, 1, 1]);
+    assert.equal(received, "abc");
+    assert.equal(info.data_segs_in, 3, JSON.stringify(info));
+    assert.ok(lastByteMs >= 200, `all bytes in after ${lastByteMs} ms`);
   },
 });
-
-/** `/usr/bin/xxd` of `bytes`, as lines; `undefined` if xxd is missing. */
-async function xxd(bytes: Uint8Array): Promise<string[] | undefined> {
-  try {
-    const child = new Deno.Command("xxd", { stdin: "piped", stdout: "piped" })
-      .spawn();
-    const writer = child.stdin.getWriter();
-    await writer.write(bytes);
-    await writer.close();
-    const { stdout } = await child.output();
-    return lines(new TextDecoder().decode(stdout));
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return undefined;
-    throw err;
-  }
-}
 
 Deno.test({
   name:
@@ -680,7 +645,7 @@ Deno.test({
     const payload = new Uint8Array(300);
     for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) & 0xff;
     payload.set(encoder.encode("GET / HTTP/1.1\r\n\r\n\0"), 100);
-    if (await xxd(payload) === undefined) {
+    if (!hasXxd()) {
       t.step({
         name: "skipped: no xxd on this machine",
         ignore: true,
@@ -779,5 +744,224 @@ Deno.test({
       await sha256(received as Uint8Array<ArrayBuffer>),
       await sha256(payload),
     );
+  },
+});
+
+// --- --http reads a bounded response head (and chunk lines, trailers) ------
+
+/**
+ * The start of a response, then `filler` written again and again until the
+ * client goes: a head, a chunk-size line or trailers without end.
+ */
+const ENDLESS: [string, string, string, (port: number) => string][] = [
+  [
+    "header lines",
+    "HTTP/1.1 200 OK\r\n",
+    "X-Filler: 0123456789abcdef0123456789abcdef\r\n",
+    (port) =>
+      `error: tcp 127.0.0.1:${port} sent a response head over ${client.MAX_RESPONSE_HEAD} bytes, the most this client reads (status line and header lines, and no empty line to end them): a broken server, or not a web server`,
+  ],
+  [
+    "a chunk-size line",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=",
+    "0123456789abcdef",
+    (port) =>
+      `error: tcp 127.0.0.1:${port} sent a malformed chunked body: a chunk size line is over ${client.MAX_CHUNK_LINE} bytes; where the response ends cannot be told`,
+  ],
+  [
+    "trailer lines",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n",
+    "X-Trailer: 0123456789abcdef0123456789abcdef\r\n",
+    (port) =>
+      `error: tcp 127.0.0.1:${port} sent a malformed chunked body: its trailer lines go over ${client.MAX_RESPONSE_HEAD} bytes with no empty line to end them; where the response ends cannot be told`,
+  ],
+];
+
+for (const [what, start, filler, error] of ENDLESS) {
+  Deno.test({
+    name:
+      `--http against a server that sends ${what} without end: it stops at its bound, one error line naming the bound and the address, exit 1`,
+    ...SANITIZE,
+    fn: async () => {
+      await using server = serveOne(async (conn) => {
+        await readHead(conn);
+        await writeAll(conn, encoder.encode(start));
+        const block = encoder.encode(filler.repeat(16 * 1024 / filler.length));
+        try {
+          for (;;) await writeAll(conn, block);
+        } catch { /* the client gave up and went: that is the point */ }
+      });
+      const r = await runScript("client.ts", [
+        "--http",
+        "--port",
+        String(server.port),
+      ], { timeoutMs: 10_000 });
+      assert.equal(r.code, 1, r.stderr);
+      const all = lines(r.stderr);
+      assert.match(all[0], /^sent \d+ bytes$/);
+      assert.deepEqual(all.slice(1), [error(server.port)]);
+      // What arrived is printed, up to the read that crossed the bound.
+      assert.ok(r.out.startsWith(start), r.out.slice(0, 200));
+      assert.ok(
+        r.stdout.length <= client.MAX_RESPONSE_HEAD + 64 * 1024,
+        `${r.stdout.length} bytes on stdout`,
+      );
+    },
+  });
+}
+
+Deno.test("ResponseEnd keeps its bounds: a head (1xx heads included) or trailers over MAX_RESPONSE_HEAD, a chunk-size line over MAX_CHUNK_LINE, are a problem; a head of exactly the bound is not", () => {
+  const max = client.MAX_RESPONSE_HEAD;
+  // A head of exactly `size` bytes, its last CRLF CRLF included.
+  const headOf = (size: number) => {
+    const start = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n";
+    const filler = "X: " + "a".repeat(size - start.length - 7) + "\r\n";
+    return start + filler + "\r\n";
+  };
+  assert.equal(headOf(max).length, max);
+  const exact = new client.ResponseEnd();
+  const bytes = encoder.encode(headOf(max));
+  assert.equal(exact.feed(bytes), bytes.length);
+  assert.equal(exact.done, true);
+  assert.equal(exact.problem, undefined);
+
+  const tooBig =
+    `a response head over ${max} bytes, the most this client reads (status line and header lines, and no empty line to end them): a broken server, or not a web server`;
+  const chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const cases: [string, string, string][] = [
+    ["a head one byte over", headOf(max + 1), tooBig],
+    // Each 1xx head is small, but they never end: they count together.
+    [
+      "endless 100 Continue heads",
+      "HTTP/1.1 100 Continue\r\n\r\n".repeat(max / 20),
+      tooBig,
+    ],
+    [
+      "one head line without its LF",
+      "HTTP/1.1 200 OK\r\nX: " + "a".repeat(max),
+      tooBig,
+    ],
+    [
+      "trailers without end",
+      `${chunked}0\r\n${"X-T: abcdefgh\r\n".repeat(max / 10)}`,
+      `a malformed chunked body: its trailer lines go over ${max} bytes with no empty line to end them; where the response ends cannot be told`,
+    ],
+    [
+      "chunk extensions without end",
+      `${chunked}1;${"e".repeat(client.MAX_CHUNK_LINE)}`,
+      `a malformed chunked body: a chunk size line is over ${client.MAX_CHUNK_LINE} bytes; where the response ends cannot be told`,
+    ],
+  ];
+  for (const [what, response, problem] of cases) {
+    // Whole, and in reads of 1000 bytes: the bound holds across reads.
+    for (const step of [response.length, 1000]) {
+      const end = new client.ResponseEnd();
+      const all = encoder.encode(response);
+      for (let at = 0; at < all.length && !end.done; at += step) {
+        end.feed(all.subarray(at, at + step));
+      }
+      assert.equal(end.done, true, `${what}, reads of ${step}`);
+      assert.equal(end.problem, problem, `${what}, reads of ${step}`);
+    }
+  }
+});
+
+// --- netcat mode: stdin that cannot be read ---------------------------------
+
+Deno.test("netcat mode with stdin a folder (EISDIR) against an echo server: one 'error: cannot read stdin' line at once, exit 1, not a wait for ever", async () => {
+  // server.ts echoes and closes only after our FIN, which never comes.
+  await using server = await startScript("server.ts", ["--port", "0"]);
+  const folder = projectPath("tests");
+  const r = await runScript("client.ts", ["--port", String(server.port)], {
+    shellPrefix: `exec <'${folder}';`,
+    timeoutMs: 15_000,
+  });
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(
+    r.stderr,
+    "error: cannot read stdin: Is a directory (os error 21): stdin is a folder; redirect a file (< FILE) or pipe data in\n",
+  );
+  assert.equal(r.out, "");
+  // The connection is closed, not left open.
+  await server.waitForLine(/^tcp close .* in 0 bytes, out 0 bytes$/);
+});
+
+// --- the longest timer-backed values really wait ----------------------------
+
+/** The largest value `--help` offers for `flag` (its `LO..HI` range). */
+async function largestInHelp(flag: string): Promise<string> {
+  const help = (await runScript("client.ts", ["--help"])).out;
+  const m = new RegExp(`  ${flag} [\\s\\S]*?\\d+\\.\\.(\\d+)`).exec(help);
+  assert.ok(m, `no range for ${flag} in --help:\n${help}`);
+  return m[1];
+}
+
+Deno.test({
+  name:
+    "the largest --timeout (an hour) waits: a server silent for 1.5 s, then a reply, gives exit 0 with the reply, not a timeout at once",
+  ...SANITIZE,
+  fn: async () => {
+    const largest = await largestInHelp("--timeout");
+    await using server = serveOne(async (conn) => {
+      await readAll(conn); // the MESSAGE, to its end (our FIN)
+      await delay(1500); // silent: a wait the client must sit out
+      await writeAll(conn, encoder.encode("late"));
+    });
+    const r = await runScript("client.ts", [
+      "--port",
+      String(server.port),
+      "--timeout",
+      largest,
+      "hi",
+    ], { timeoutMs: 15_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.out, "late");
+    assert.equal(r.stderr, "sent 2 bytes\n");
+  },
+});
+
+Deno.test({
+  name:
+    "the largest --delay (a minute) waits: with --chunk 1, the second byte does not come within 1 s",
+  ...SANITIZE,
+  fn: async () => {
+    const largest = await largestInHelp("--delay");
+    const gotFirst = Promise.withResolvers<void>();
+    let second = "";
+    await using server = serveOne(async (conn) => {
+      const buf = new Uint8Array(16);
+      const first = await conn.read(buf);
+      assert.equal(first, 1);
+      gotFirst.resolve();
+      const next = conn.read(buf).catch(() => null);
+      second = await Promise.race([
+        next.then((n) => `a read of ${n} bytes`),
+        delay(1000).then(() => "nothing"),
+      ]);
+    });
+    const child = commandFor(
+      "client.ts",
+      [
+        "--port",
+        String(server.port),
+        "--chunk",
+        "1",
+        "--delay",
+        largest,
+        "ab",
+      ],
+      {},
+      { stdin: "null" },
+    ).spawn();
+    try {
+      const exited = child.status.then((s) => {
+        throw new Error(`the client exited early, status ${s.code}`);
+      });
+      await Promise.race([gotFirst.promise.then(() => server.done), exited]);
+      assert.equal(second, "nothing");
+    } finally {
+      child.kill("SIGKILL");
+      await child.output();
+    }
   },
 });

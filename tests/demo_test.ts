@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { hasStackTrace, runTask } from "./lib/spawn.ts";
-import { runDemo } from "../demo.ts";
+import { runDemo, sequenceDiagram } from "../demo.ts";
 
 Deno.test("deno task demo exits 0 and its output names one port for both TCP and UDP", async () => {
   const { code, out, stderr: err } = await runTask("demo", [], {
@@ -81,4 +81,149 @@ Deno.test({
       /^udp server \| udp server stopped: 6 datagrams/,
     );
   },
+});
+
+/** The lines of the one ```mermaid block in `out`; fails when there is none. */
+function mermaidBlock(out: string): string[] {
+  const m = /^```mermaid\n([\s\S]*?)^```$/m.exec(out);
+  assert.ok(m, `no \`\`\`mermaid block in:\n${out}`);
+  return m[1].split("\n").filter((line) => line !== "");
+}
+
+/** The numbers in `lines` that match `re`'s first group, in order. */
+function sizes(lines: string[], re: RegExp): number[] {
+  return lines.flatMap((line) => {
+    const m = re.exec(line);
+    return m ? [Number(m[1])] : [];
+  });
+}
+
+Deno.test("deno task demo --diagram prints a Mermaid sequence diagram with the real ports and read sizes", async () => {
+  const { code, out, stderr: err } = await runTask("demo", ["--diagram"], {
+    timeoutMs: 30_000,
+  });
+  assert.equal(code, 0, `stdout:\n${out}\nstderr:\n${err}`);
+  assert.ok(!hasStackTrace(err), err);
+  const block = mermaidBlock(out);
+  assert.equal(block[0], "sequenceDiagram");
+
+  // The lifelines are labelled with the ports the trace shows.
+  const port = /^tcp server \| tcp listening on 127\.0\.0\.1:(\d+)$/m.exec(out)
+    ?.[1];
+  assert.ok(port, out);
+  const clients = [
+    ...out.matchAll(
+      /^tcp server \| tcp open local \S+ remote 127\.0\.0\.1:(\d+) \(#(\d)/gm,
+    ),
+  ].map((m) => m[1]);
+  const senders = [
+    ...new Set(
+      [...out.matchAll(
+        /^udp server \| udp datagram local \S+ remote 127\.0\.0\.1:(\d+) /gm,
+      )]
+        .map((m) => m[1]),
+    ),
+  ];
+  assert.equal(clients.length, 2, out);
+  assert.equal(senders.length, 2, out);
+  const participant = (id: string) =>
+    block.find((line) => line.trim().startsWith(`participant ${id} as `));
+  assert.match(
+    participant("tcpServer") ?? "",
+    new RegExp(`127\\.0\\.0\\.1:${port}$`),
+  );
+  assert.match(
+    participant("udpServer") ?? "",
+    new RegExp(`127\\.0\\.0\\.1:${port}$`),
+  );
+  assert.match(participant("tcpClient1") ?? "", new RegExp(`:${clients[0]}$`));
+  assert.match(participant("tcpClient2") ?? "", new RegExp(`:${clients[1]}$`));
+  assert.match(participant("udpSender1") ?? "", new RegExp(`:${senders[0]}$`));
+  assert.match(participant("udpSender2") ?? "", new RegExp(`:${senders[1]}$`));
+
+  // Every read the server traced is in the diagram, at its size, in order;
+  // so is every write, and every datagram the UDP server received.
+  const traced = (re: RegExp) => sizes(out.split("\n"), re);
+  assert.deepEqual(
+    sizes(block, /^\s*Note over tcpServer: read\(\) (\d+) bytes$/),
+    traced(/^tcp server \| tcp #\d+ read (\d+) bytes$/),
+  );
+  assert.deepEqual(
+    sizes(block, /^\s*tcpServer->>tcpClient\d: write\(\) (\d+) bytes$/),
+    traced(/^tcp server \| tcp #\d+ wrote (\d+) bytes$/),
+  );
+  assert.deepEqual(
+    sizes(block, /^\s*Note over udpServer: receive\(\) (\d+) bytes$/),
+    traced(/^udp server \| udp datagram .* (\d+) bytes$/),
+  );
+  // The second client wrote 1 byte five times; the first 14 bytes once.
+  assert.deepEqual(
+    sizes(block, /^\s*tcpClient2->>tcpServer: write\(\) (\d+) bytes$/),
+    [1, 1, 1, 1, 1],
+  );
+  assert.deepEqual(
+    sizes(block, /^\s*tcpClient1->>tcpServer: write\(\) (\d+) bytes$/),
+    [14],
+  );
+  // Each TCP connection ends with a FIN each way, the client's first.
+  for (const client of ["tcpClient1", "tcpClient2"]) {
+    const fin = block.findIndex((l) =>
+      l.includes(`${client}->>tcpServer: FIN`)
+    );
+    const back = block.findIndex((l) =>
+      l.includes(`tcpServer->>${client}: FIN`)
+    );
+    assert.ok(fin > 0 && back > fin, block.join("\n"));
+  }
+  // Mermaid reads ; and # specially: none may reach the diagram.
+  assert.ok(block.every((line) => !/[;#]/.test(line)), block.join("\n"));
+});
+
+Deno.test({
+  name:
+    "sequenceDiagram draws what runDemo saw: every server read at its size, one receive per datagram",
+  sanitizeResources: true,
+  sanitizeOps: true,
+  fn: async () => {
+    const result = await runDemo(() => {});
+    const block = sequenceDiagram(result);
+    assert.equal(block[0], "```mermaid");
+    assert.equal(block.at(-1), "```");
+    const reads = sizes(
+      block,
+      /^\s*Note over tcpServer: read\(\) (\d+) bytes$/,
+    );
+    // Part 1 is one 14-byte message, read in one or more reads; part 4's
+    // reads are the ones runDemo reported.
+    assert.equal(
+      reads.reduce((a, b) => a + b, 0),
+      14 + 5,
+    );
+    assert.deepEqual(
+      reads.slice(reads.length - result.stream.tcpReads.length),
+      result.stream.tcpReads,
+    );
+    assert.deepEqual(
+      sizes(block, /^\s*Note over udpServer: receive\(\) (\d+) bytes$/),
+      [14, ...result.stream.udpReceived],
+    );
+    assert.deepEqual(
+      sizes(block, /^\s*Note over udpSender2: receive\(\) (\d+) bytes$/),
+      [1, 1, 1, 1, 1],
+    );
+    assert.ok(
+      block.some((l) => l.endsWith(`tcp server<br/>127.0.0.1:${result.port}`)),
+      block.join("\n"),
+    );
+  },
+});
+
+Deno.test("demo.ts refuses an unknown flag or an argument with exit 2 and the usage", async () => {
+  for (const args of [["--bogus"], ["extra"], ["--diagram=yes"]]) {
+    const { code, out, stderr: err } = await runTask("demo", args);
+    assert.equal(code, 2, `${args}: ${err}`);
+    assert.match(err, /^error: .+\n\nusage: /, `${args}: ${err}`);
+    assert.ok(!hasStackTrace(err), err);
+    assert.equal(out, "", "nothing runs");
+  }
 });

@@ -17,49 +17,24 @@ import {
   startScript,
   withTimeout,
 } from "./lib/spawn.ts";
-import { answerHttp, MAX_HEAD_BYTES, serveHttp } from "../http.ts";
+import {
+  HTTP_FLAGS,
+  parseResponse,
+  type RawResponse,
+  startHttp,
+} from "./lib/http.ts";
+import { delay } from "./lib/time.ts";
+import { xxd } from "./lib/tools.ts";
+import {
+  answerHttp,
+  DEFAULTS,
+  GRACE_SECONDS,
+  MAX_HEAD_BYTES,
+  serveHttp,
+} from "../http.ts";
 
 const sanitize = { sanitizeResources: true, sanitizeOps: true };
 const encode = (text: string) => new TextEncoder().encode(text);
-
-/** Start `http.ts --port 0` (plus `extra` flags), as the README runs it. */
-function startHttp(extra: string[] = []): Promise<RunningScript> {
-  return startScript("http.ts", ["--port", "0", ...extra], {
-    denoFlags: ["--allow-net=127.0.0.1"],
-  });
-}
-
-/** A response split into its parts, as it came off the wire. */
-interface RawResponse {
-  statusLine: string;
-  /** Header names in lower case. */
-  headers: Map<string, string>;
-  body: string;
-  bodyBytes: number;
-}
-
-function parseResponse(bytes: Uint8Array): RawResponse {
-  const text = new TextDecoder().decode(bytes);
-  const end = text.indexOf("\r\n\r\n");
-  assert.ok(end > 0, `no end of header block in ${JSON.stringify(text)}`);
-  const [statusLine, ...lines] = text.slice(0, end).split("\r\n");
-  const headers = new Map<string, string>();
-  for (const line of lines) {
-    const colon = line.indexOf(":");
-    assert.ok(colon > 0, `bad header line ${JSON.stringify(line)}`);
-    headers.set(
-      line.slice(0, colon).toLowerCase(),
-      line.slice(colon + 1).trim(),
-    );
-  }
-  const headBytes = encode(text.slice(0, end + 4)).length;
-  return {
-    statusLine,
-    headers,
-    body: text.slice(end + 4),
-    bodyBytes: bytes.length - headBytes,
-  };
-}
 
 /**
  * What every response must be: HTTP/1.1, `Connection: close`, a Date, and
@@ -338,6 +313,12 @@ Deno.test({
         `${line}${host}Content-Length: 1, 2\r\n\r\n`,
         400,
       ],
+      // One Number in JavaScript (past 2^53), yet two different lengths.
+      [
+        "Content-Lengths 9007199254740993 and 9007199254740992",
+        `${line}${host}Content-Length: 9007199254740993\r\nContent-Length: 9007199254740992\r\n\r\n`,
+        400,
+      ],
       [
         "Transfer-Encoding with Content-Length",
         `${line}${host}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n`,
@@ -388,7 +369,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "any response to HEAD is headers only, even when the request line itself is rejected: 505 for HEAD HTTP/2.0, 431 for a 9,000-byte path, 400 for two spaces",
+    "any response to HEAD is headers only, even when the request line itself is rejected: 505 for HEAD HTTP/2.0, 414 for a 9,000-byte path, 400 for two spaces",
   ...sanitize,
   fn: async () => {
     await using server = await startHttp();
@@ -396,11 +377,12 @@ Deno.test({
     const host = `Host: 127.0.0.1:${port}\r\n`;
     const cases: [string, string, string][] = [
       ["HEAD / HTTP/2.0", `HEAD / HTTP/2.0\r\n${host}\r\n`, "505"],
-      // The head limit is reached before the request line has ended.
+      // The head limit is reached before the request line has ended: the
+      // target is too long (RFC 9112 section 3: MUST be 414).
       [
         "HEAD with a 9,000-byte path",
         `HEAD /${"a".repeat(9000)} HTTP/1.1\r\n${host}\r\n`,
-        "431",
+        "414",
       ],
       ["HEAD with two spaces", `HEAD  / HTTP/1.1\r\n${host}\r\n`, "400"],
       [
@@ -563,11 +545,6 @@ Deno.test({
     assert.ok(!hasStackTrace(server.stderr.text()), server.stderr.text());
   },
 });
-
-/** Resolve after `ms` (pacing a slow client, not synchronisation). */
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 Deno.test({
   name:
@@ -884,14 +861,7 @@ Deno.test({
     let offset = 0;
     for (const { size, dump } of reads) {
       const piece = request.subarray(offset, offset + size);
-      const xxd = await new Deno.Command("xxd", {
-        stdin: "piped",
-        stdout: "piped",
-      }).spawn();
-      const writer = xxd.stdin.getWriter();
-      await writer.write(piece);
-      await writer.close();
-      const expected = new TextDecoder().decode((await xxd.output()).stdout);
+      const expected = (await xxd(piece)).map((l) => l + "\n").join("");
       assert.equal(dump.join("\n") + "\n", expected);
       offset += size;
     }
@@ -953,24 +923,12 @@ Deno.test({
 
 Deno.test({
   name:
-    "command line: --help lists every flag (exit 0); --hostname 127.0.0.1:8080 and other bad values are usage errors, exit 2, with no stack trace",
+    "command line: --help lists every flag (exit 0); --hostname 127.0.0.1:8080 is a usage error, exit 2, with no stack trace",
   ...sanitize,
   fn: async () => {
     const help = await runScript("http.ts", ["--help"]);
     assert.equal(help.code, 0, help.stderr);
-    for (
-      const flag of [
-        "--hostname",
-        "--port",
-        "--max-connections",
-        "--idle-timeout",
-        "--head-timeout",
-        "--quiet",
-        "--trace",
-        "--hex",
-        "--help",
-      ]
-    ) {
+    for (const flag of HTTP_FLAGS) {
       assert.ok(help.out.includes(flag), `${flag} missing from --help`);
     }
     // Browsers open spare connections and may never use them: --help says,
@@ -981,11 +939,10 @@ Deno.test({
       ),
       help.out,
     );
+    // One case of the shared flag parsing: tests/plumbing_test.ts has them
+    // all.
     const cases: [string[], RegExp][] = [
       [["--hostname", "127.0.0.1:8080"], /--hostname takes no port.*--port/],
-      [["--port", "70000"], /--port must be a whole number/],
-      [["--head-timeout", "abc"], /--head-timeout must be a number/],
-      [["--http"], /unknown flag "--http"/],
     ];
     for (const [args, reason] of cases) {
       const r = await runScript("http.ts", args);
@@ -1144,6 +1101,8 @@ Deno.test({
     const warnings = new Lines();
     const listener = flakyListener(real, resets);
     const served = serveHttp(listener, {
+      ...DEFAULTS,
+      grace: GRACE_SECONDS,
       signal: stop.signal,
       log: lines.add,
       warn: warnings.add,
@@ -1184,6 +1143,7 @@ Deno.test({
     const stop = new AbortController();
     const lines = new Lines();
     const served = serveHttp(listener, {
+      ...DEFAULTS,
       signal: stop.signal,
       grace: 0.5,
       trace: true,
@@ -1245,7 +1205,7 @@ Deno.test({
         encode("HEAD / HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n"),
       );
       const [ex, reply] = await Promise.all([
-        answerHttp(conn),
+        answerHttp(conn, { headTimeout: 10, idleTimeout: 10 }),
         readAll(client).finally(() => closeQuietly(client)),
       ]);
       const res = parseResponse(reply);
@@ -1259,6 +1219,56 @@ Deno.test({
       assert.equal(ex.bytesOut, reply.length);
     } finally {
       closeQuietly(client);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "timeouts as long as a timer holds: --idle-timeout or --head-timeout 99999999 is a usage error naming 2147483 s, exit 2; under --head-timeout 2147483 --idle-timeout 2147483 a connection is not closed at once, and a head sent after pauses gets 200",
+  ...sanitize,
+  fn: async () => {
+    // A JavaScript timer holds at most 2^31-1 ms (about 24.8 days); a
+    // longer one fires after 1 ms, and every connection would be closed
+    // as soon as it opened.
+    for (const flag of ["--idle-timeout", "--head-timeout"]) {
+      const r = await runScript("http.ts", [flag, "99999999", "--port", "0"]);
+      assert.equal(r.code, 2, `${flag}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`^error: ${flag} .*\\b2147483\\b`));
+      assert.match(r.stderr, /usage: /);
+      assert.ok(!hasStackTrace(r.stderr), r.stderr);
+      assert.equal(r.out, "");
+    }
+
+    await using server = await startHttp([
+      "--head-timeout",
+      "2147483",
+      "--idle-timeout",
+      "2147483",
+    ]);
+    const conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    try {
+      // Pauses that no timer of these lengths ends: nothing sent yet, then
+      // half a head. A timer that fired at once would close the connection
+      // (silently, then with 408) long before either is over.
+      await delay(300);
+      await writeAll(conn, encode("GET /later HTTP/1.1\r\n"));
+      await delay(300);
+      await writeAll(conn, encode("Host: 127.0.0.1\r\n\r\n"));
+      const res = parseResponse(
+        await withTimeout(readAll(conn), 10_000, () => "no reply"),
+      );
+      assert.equal(res.statusLine, "HTTP/1.1 200 OK");
+      await loggedExchange(
+        server,
+        '200 "GET /later HTTP/1.1"',
+        conn.localAddr.port,
+      );
+    } finally {
+      conn.close();
     }
   },
 });

@@ -14,6 +14,8 @@ import {
   startScript,
   withTimeout,
 } from "./lib/spawn.ts";
+import { hasPython3, hasXxd, resetClients, xxd } from "./lib/tools.ts";
+import { startUnread } from "./lib/unread.ts";
 
 /** Send `payload` in uneven chunks while reading the echo; return the echo. */
 async function echoThrough(
@@ -104,22 +106,20 @@ Deno.test("server --help prints usage and exits 0", async () => {
 
 for (
   const [args, reason] of [
+    // One case of the shared flag parsing (tests/plumbing_test.ts has
+    // them all); the rest are server.ts's own limits.
     [["--bogus"], /unknown flag "--bogus"/],
-    [["--port", "70000"], /--port must be a whole number from 0 to 65535/],
-    [["--port=-1"], /--port must be a whole number from 0 to 65535/],
-    [
-      ["--port", "-1"],
-      /--port does not take "-1" \(a value that starts with "-" is written --port=-1\)/,
-    ],
-    [["--port", "abc"], /--port must be a whole number from 0 to 65535/],
-    [["--port"], /--port needs a value/],
     [["--max-connections", "0"], /--max-connections must be/],
-    [["--workers", "0"], /--workers must be a whole number from 1 to 256/],
-    [["--trace=yes"], /--trace takes no value/],
-    [["--http"], /unknown flag "--http"/],
+    // --workers moved to workers.ts: the reason names the command to run.
     [
-      ["--hostname", "127.0.0.1:8080"],
-      /--hostname takes no port \("127\.0\.0\.1:8080"\); use --port/,
+      ["--workers", "2"],
+      /--workers is workers\.ts's flag now: deno run .*--allow-read=workers\.ts,server\.ts .*workers\.ts --workers N$/,
+    ],
+    // Timers hold at most 2^31-1 ms: a longer one would fire at once.
+    [["--grace", "99999999"], /--grace must be .* from 0 to 2147483 /],
+    [
+      ["--idle-timeout", "2147484"],
+      /--idle-timeout must be .* from 0 to 2147483 /,
     ],
   ] as const
 ) {
@@ -413,33 +413,6 @@ Deno.test({
 
 // --- accept() failures that belong to one client ---------------------------
 
-/** Whether python3 is on PATH (the reset client below needs SO_LINGER). */
-function hasPython3(): boolean {
-  try {
-    return new Deno.Command("python3", { args: ["-c", ""] }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * `count` clients that connect to `port` and reset at once: SO_LINGER 0
- * makes close() send RST instead of FIN. Deno cannot set SO_LINGER, so
- * Python does it.
- */
-async function resetClients(port: number, count: number): Promise<void> {
-  const script = `import socket, struct
-for _ in range(${count}):
-    s = socket.create_connection(("127.0.0.1", ${port}))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
-`;
-  const r = await new Deno.Command("python3", { args: ["-c", script] })
-    .output();
-  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
-}
-
 Deno.test({
   name:
     "12 clients that reset before accept() do not delay the next client: it is echoed within 2 s" +
@@ -627,28 +600,6 @@ Deno.test("--trace: writes that wait for their echo are read one by one, 1, 2 an
   assert.deepEqual(traced(server.stdout.lines, "wrote"), [1, 2, 3]);
 });
 
-/** `xxd` of `bytes`, as lines (xxd is in vim's package: /usr/bin/xxd). */
-async function xxd(bytes: Uint8Array): Promise<string[]> {
-  const child = new Deno.Command("xxd", {
-    stdin: "piped",
-    stdout: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(bytes);
-  await writer.close();
-  const { stdout } = await child.output();
-  return new TextDecoder().decode(stdout).trimEnd().split("\n");
-}
-
-function hasXxd(): boolean {
-  try {
-    return new Deno.Command("xxd", { args: ["-v"], stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
 Deno.test({
   name:
     "--hex (alone: it implies --trace) dumps each read and write exactly as xxd shows the bytes: binary, NUL, CR LF" +
@@ -703,4 +654,70 @@ Deno.test("without --trace there is no trace line and no dump", async () => {
     /^tcp #\d+ (read|wrote) /.test(l) || /^[0-9a-f]{8}: /.test(l)
   );
   assert.deepEqual(traceLike, []);
+});
+
+Deno.test("stdout never read after the listening line: 1 MiB under --hex (9 MB of log) and 400 clients are echoed exactly, and SIGTERM still exits 0", async () => {
+  // The pipe holds 64 KiB: a server that waited for its stdout would stop
+  // serving a few hundred trace lines in, and never see the SIGTERM.
+  await using server = await startUnread("server.ts", [
+    "--port",
+    "0",
+    "--hex",
+  ]);
+  const stalled = () => "no echo within 30 s: the server waits for its stdout";
+  const payload = randomBytes(1024 * 1024);
+  const echoed = await withTimeout(
+    echoThrough(server.port, payload),
+    30_000,
+    stalled,
+  );
+  assert.equal(await sha256(echoed), await sha256(payload));
+  for (let batch = 0; batch < 10; batch++) {
+    await withTimeout(
+      Promise.all(Array.from({ length: 40 }, async (_, i) => {
+        const word = new TextEncoder().encode(`client ${batch}.${i}`);
+        assert.deepEqual(await echoThrough(server.port, word), word);
+      })),
+      30_000,
+      stalled,
+    );
+  }
+  const status = await server.stop("SIGTERM");
+  assert.equal(status.code, 0, server.stderr.text());
+  assert.match(
+    server.stderr.text(),
+    /^warning: stdout is not being read; dropping log lines$/m,
+  );
+  assert.ok(!hasStackTrace(server.stderr.text()), server.stderr.text());
+});
+
+Deno.test("the longest --grace accepted is honoured (a longer timer would fire at once): after SIGTERM an open connection still echoes", async () => {
+  // The largest value, as the usage error names it.
+  const refused = await runScript("server.ts", ["--grace", "99999999"]);
+  const longest = /from 0 to (\d+) /.exec(refused.stderr)?.[1];
+  assert.ok(longest, refused.stderr);
+  await using server = await startScript("server.ts", [
+    "--port",
+    "0",
+    "--grace",
+    longest,
+    "--idle-timeout",
+    longest,
+  ]);
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await server.waitForLine(/\(#1, 1 open\)$/);
+  server.child.kill("SIGTERM");
+  await server.waitForLine(
+    new RegExp(`^tcp stopping: 1 open, up to ${longest} s`),
+  );
+  await writeAll(conn, new TextEncoder().encode("still open"));
+  assert.equal(
+    new TextDecoder().decode(await readExactly(conn, 10)),
+    "still open",
+  );
+  await conn.closeWrite();
+  assert.equal((await readAll(conn)).length, 0);
+  const status = await server.stop("SIGTERM");
+  assert.equal(status.code, 0, server.stderr.text());
+  assert.match(server.stdout.lines.at(-1) ?? "", /^tcp server stopped: 1 /);
 });

@@ -165,7 +165,13 @@ for (const hostname of ["127.0.0.1", "::1"]) {
       const [ts, us] = await Promise.all([tcpServer, udpServer]);
       assert.equal(ts.connections, 1);
       assert.equal(ts.bytesIn, 9);
-      assert.deepEqual(us, { datagrams: 1, bytesIn: 9, bytesOut: 9 });
+      assert.deepEqual(us, {
+        datagrams: 1,
+        bytesIn: 9,
+        bytesOut: 9,
+        forbidden: 0,
+        failed: 0,
+      });
     },
   });
 }

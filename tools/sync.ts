@@ -22,6 +22,7 @@ export const SYNCED = [
   "udp.ts",
   "lab.ts",
   "watch.ts",
+  "chat.ts",
 ];
 
 export const BEGIN = "// ===== shared block: begin =====";

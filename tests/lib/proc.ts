@@ -15,9 +15,14 @@ async function procText(command: string, args: string[]): Promise<string> {
   return new TextDecoder().decode(stdout);
 }
 
+/** The text of a /proc file (`/proc/PID/status`, `/proc/cpuinfo`). */
+export function readProcFile(file: string): Promise<string> {
+  return procText("cat", [file]);
+}
+
 /** Resident memory of process `pid` (VmRSS in /proc/PID/status), in bytes. */
 export async function residentBytes(pid: number): Promise<number> {
-  const status = await procText("cat", [`/proc/${pid}/status`]);
+  const status = await readProcFile(`/proc/${pid}/status`);
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(status);
   if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
   return Number(m[1]) * 1024;
@@ -34,7 +39,7 @@ export async function openFdCount(pid: number): Promise<number> {
  * (fields 14 and 15 of /proc/PID/stat, in clock ticks of 1/100 s).
  */
 export async function cpuTimeMs(pid: number): Promise<number> {
-  const stat = await procText("cat", [`/proc/${pid}/stat`]);
+  const stat = await readProcFile(`/proc/${pid}/stat`);
   // The command name (field 2) is in parentheses and may hold spaces.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) * 10;
@@ -42,5 +47,13 @@ export async function cpuTimeMs(pid: number): Promise<number> {
 
 /** The command name of process `pid` (/proc/PID/comm): `deno`, `sh`. */
 export async function processName(pid: number): Promise<string> {
-  return (await procText("cat", [`/proc/${pid}/comm`])).trim();
+  return (await readProcFile(`/proc/${pid}/comm`)).trim();
+}
+
+/** The soft open-file limit of process `pid` (/proc/PID/limits). */
+export async function openFileLimit(pid: number): Promise<number> {
+  const limits = await readProcFile(`/proc/${pid}/limits`);
+  const m = /^Max open files\s+(\d+|unlimited)/m.exec(limits);
+  if (!m) throw new Error(`no open-file limit in /proc/${pid}/limits`);
+  return m[1] === "unlimited" ? Infinity : Number(m[1]);
 }

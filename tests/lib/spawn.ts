@@ -28,6 +28,17 @@ export function defaultDenoFlags(script: string): string[] {
     : ["--allow-net"];
 }
 
+/**
+ * The permissions lab.ts is run with in the tests: `deno task lab`'s
+ * (deno.json), and --allow-net.
+ */
+export const LAB_FLAGS = [
+  "--allow-run",
+  "--allow-read",
+  "--allow-env",
+  "--allow-net",
+];
+
 /** Options for {@link startScript} and {@link runScript}. */
 export interface SpawnOptions {
   /** Deno flags placed before the script; default {@link defaultDenoFlags}. */

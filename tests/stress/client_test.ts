@@ -7,16 +7,17 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "../lib/bytes.ts";
-import { readExactly, writeAll } from "../lib/net.ts";
+import { readExactly, serveOne, writeAll } from "../lib/net.ts";
+import { needsNetns, offline } from "../lib/netns.ts";
+import { figures } from "../lib/figures.ts";
+import { residentBytes } from "../lib/proc.ts";
 import {
-  CHILD_ENV,
   commandFor,
   hasStackTrace,
-  projectPath,
-  ROOT,
   runScript,
   withTimeout,
 } from "../lib/spawn.ts";
+import { delay } from "../lib/time.ts";
 
 /** In-process sockets in these tests must all be closed by the end. */
 const SANITIZE = { sanitizeResources: true, sanitizeOps: true };
@@ -65,34 +66,25 @@ Deno.test({
     "--timeout bounds a write too: a server that accepts and never reads makes an upload give up with one error line, exit 1",
   ...SANITIZE,
   fn: async () => {
-    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const release = Promise.withResolvers<void>();
-    const held = (async () => {
-      using _conn = await listener.accept();
-      await release.promise; // never read: the buffers fill, writes stall
-    })();
-    try {
-      const r = await runScript("client.ts", [
-        "--port",
-        String(listener.addr.port),
-        "--timeout",
-        "500",
-      ], { stdin: randomBytes(64 * 1024 * 1024), timeoutMs: 20_000 });
-      assert.equal(r.code, 1, r.stderr);
-      const lines = r.stderr.split("\n").filter((l) => l !== "");
-      assert.equal(lines.length, 1, r.stderr);
-      const where = `tcp 127\\.0\\.0\\.1:${listener.addr.port}`;
-      // Both ways are stalled: whichever wait ends first tells it, truly.
-      assert.match(
-        lines[0],
-        new RegExp(
-          `^error: (${where} has taken none of our bytes for 500 ms \\(--timeout\\): the server is not reading|no data from ${where} for 500 ms \\(--timeout\\): the server accepted the connection but has sent nothing)$`,
-        ),
-      );
-    } finally {
-      release.resolve();
-      await held;
-    }
+    // Never read: the buffers fill, writes stall.
+    await using server = serveOne((_conn, released) => released);
+    const r = await runScript("client.ts", [
+      "--port",
+      String(server.port),
+      "--timeout",
+      "500",
+    ], { stdin: randomBytes(64 * 1024 * 1024), timeoutMs: 20_000 });
+    assert.equal(r.code, 1, r.stderr);
+    const lines = r.stderr.split("\n").filter((l) => l !== "");
+    assert.equal(lines.length, 1, r.stderr);
+    const where = `tcp 127\\.0\\.0\\.1:${server.port}`;
+    // Both ways are stalled: whichever wait ends first tells it, truly.
+    assert.match(
+      lines[0],
+      new RegExp(
+        `^error: (${where} has taken none of our bytes for 500 ms \\(--timeout\\): the server is not reading|no data from ${where} for 500 ms \\(--timeout\\): the server accepted the connection but has sent nothing)$`,
+      ),
+    );
   },
 });
 
@@ -101,17 +93,12 @@ Deno.test({
     "netcat mode, --timeout 300: nothing either way for 300 ms (stdin open but quiet, server silent) ends with an error, exit 1",
   ...SANITIZE,
   fn: async () => {
-    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const release = Promise.withResolvers<void>();
-    const held = (async () => {
-      using _conn = await listener.accept();
-      await release.promise;
-    })();
+    await using server = serveOne((_conn, released) => released);
     const child = commandFor(
       "client.ts",
       [
         "--port",
-        String(listener.addr.port),
+        String(server.port),
         "--timeout",
         "300",
       ],
@@ -131,65 +118,24 @@ Deno.test({
       assert.equal(code, 1);
       assert.equal(
         new TextDecoder().decode(stderr),
-        `error: no data from tcp 127.0.0.1:${listener.addr.port} for 300 ms (--timeout): the server accepted the connection but has sent nothing\n`,
+        `error: no data from tcp 127.0.0.1:${server.port} for 300 ms (--timeout): the server accepted the connection but has sent nothing\n`,
       );
     } finally {
       await child.stdin.close().catch(() => {});
-      release.resolve();
-      await held;
     }
   },
 });
 
 // --- the three ways a connect fails, in a network namespace -----------------
 
-/** Why namespaces cannot be made here, or `undefined` if they can. */
-async function noNamespaces(): Promise<string | undefined> {
-  try {
-    const { success } = await new Deno.Command("unshare", {
-      args: ["-n", "ip", "link", "set", "lo", "up"],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return success ? undefined : "unshare -n failed (not root?)";
-  } catch {
-    return "no unshare or ip command";
-  }
-}
-const NO_NETNS = await noNamespaces();
-
 /**
- * Run `setup` (shell commands) in a new, empty network namespace, then
- * client.ts with `args` there. The namespace goes when the process ends.
+ * Run client.ts with `args` in a new, empty network namespace after
+ * `setup` (shell commands). The namespace goes when the process ends.
  */
 async function clientInNamespace(setup: string, args: string[]) {
-  const quote = (s: string) => `'${s.replaceAll("'", `'"'"'`)}'`;
-  const client = [
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    projectPath("client.ts"),
-    ...args,
-  ].map(quote).join(" ");
   const started = performance.now();
-  const { code, stderr } = await new Deno.Command("unshare", {
-    args: [
-      "-n",
-      "sh",
-      "-c",
-      `set -e; ip link set lo up; ${setup}; exec ${client}`,
-    ],
-    cwd: ROOT,
-    env: CHILD_ENV,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  return {
-    code,
-    stderr: new TextDecoder().decode(stderr),
-    took: performance.now() - started,
-  };
+  const { code, stderr } = await runScript("client.ts", args, offline(setup));
+  return { code, stderr, took: performance.now() - started };
 }
 
 /** A veth pair in the namespace: we are 198.18.0.1/24 on `va`. */
@@ -197,10 +143,10 @@ const LINK = "ip link add va type veth peer name vb; " +
   "ip addr add 198.18.0.1/24 dev va; ip link set va up; ip link set vb up";
 
 Deno.test({
-  name: "the three ways a connect fails give three different messages: " +
-    "no route to the network, no host answering on the link, no answer in time" +
-    (NO_NETNS ? ` (skipped: ${NO_NETNS})` : ""),
-  ignore: NO_NETNS !== undefined,
+  ...needsNetns(
+    "the three ways a connect fails give three different messages: " +
+      "no route to the network, no host answering on the link, no answer in time",
+  ),
   fn: async () => {
     const [network, host, silent] = await Promise.all([
       // Only loopback: no route to 198.18.0.9 at all (ENETUNREACH).
@@ -257,5 +203,104 @@ Deno.test({
         Math.round(host.took)
       } ms, no answer ${Math.round(silent.took)} ms (each with Deno's start)`,
     );
+  },
+});
+
+// --- --http: a response head without end ----------------------------------
+
+Deno.test({
+  name:
+    "--http against 50 MB of header lines without end: the client gives up at its bound, exit 1, its memory flat instead of growing with the headers",
+  ...SANITIZE,
+  fn: async () => {
+    const TOTAL = 50 * 1024 * 1024;
+    const MiB = 1024 * 1024;
+    const encoder = new TextEncoder();
+    const requested = Promise.withResolvers<void>();
+    const finished = Promise.withResolvers<void>();
+    let sent = 0;
+    await using server = serveOne(async (conn, released) => {
+      await conn.read(new Uint8Array(8192)); // the request
+      requested.resolve();
+      await writeAll(conn, encoder.encode("HTTP/1.1 200 OK\r\n"));
+      // Short lines: the kind that cost the old client most per byte.
+      const block = encoder.encode("X-Filler: abcdefghijkl\r\n".repeat(2730));
+      try {
+        while (sent < TOTAL) {
+          await writeAll(conn, block);
+          sent += block.length;
+        }
+      } catch { /* the client gave up and went */ }
+      finished.resolve();
+      await released; // and never close: only the client can end this
+    });
+    const child = commandFor(
+      "client.ts",
+      [
+        "--http",
+        "--port",
+        String(server.port),
+      ],
+      {},
+      { stdin: "null" },
+    ).spawn();
+    let printed = 0;
+    const drained = child.stdout.pipeTo(
+      new WritableStream({
+        write(chunk) {
+          printed += chunk.length;
+        },
+      }),
+    );
+    const stderr = new Response(child.stderr).text();
+    let exited = false;
+    const status = child.status.finally(() => exited = true);
+    let serverDone = false;
+    finished.promise.then(() => serverDone = true);
+    // Resident memory, sampled from the request on (Deno has started),
+    // until the client exits or the server has sent all 50 MB.
+    await Promise.race([requested.promise, status]);
+    const samples: number[] = [];
+    const sample = async () => {
+      try {
+        samples.push(await residentBytes(child.pid));
+      } catch { /* it exited in between */ }
+    };
+    const deadline = performance.now() + 60_000;
+    while (!exited && !serverDone && performance.now() < deadline) {
+      await sample();
+      await delay(50);
+    }
+    if (!exited) {
+      await sample();
+      child.kill("SIGKILL");
+    }
+    const { code } = await status;
+    await drained;
+    const errors = await stderr;
+    const mb = (n: number) => (n / MiB).toFixed(1);
+    const low = Math.min(...samples);
+    const high = Math.max(...samples);
+    figures("client")(
+      `--http, header lines without end: the server sent ${
+        mb(sent)
+      } MiB before the client went (exit ${code}); ${printed} bytes printed; RSS ${
+        samples.length === 0
+          ? "not sampled (gone too soon)"
+          : `${mb(low)} to ${mb(high)} MiB over ${samples.length} samples`
+      }`,
+    );
+    if (samples.length > 1) {
+      assert.ok(
+        high - low < 32 * MiB,
+        `RSS grew from ${mb(low)} to ${mb(high)} MiB with the headers`,
+      );
+    }
+    assert.equal(code, 1, errors);
+    assert.match(
+      errors,
+      /\nerror: tcp 127\.0\.0\.1:\d+ sent a response head over 65536 bytes/,
+    );
+    assert.ok(sent < TOTAL, `the client read all ${mb(sent)} MiB of headers`);
   },
 });

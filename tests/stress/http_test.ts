@@ -8,57 +8,20 @@
  * printed as `http abuse:` lines (not assertions).
  */
 import assert from "node:assert/strict";
+import { figures } from "../lib/figures.ts";
+import { framing, HTTP_FLAGS, startHttp } from "../lib/http.ts";
 import { junkRound, pool, seededRandom } from "../lib/junk.ts";
 import { readAll, writeAll } from "../lib/net.ts";
-import {
-  hasStackTrace,
-  type RunningScript,
-  startScript,
-  withTimeout,
-} from "../lib/spawn.ts";
+import { delay } from "../lib/time.ts";
+import { hasStackTrace, withTimeout } from "../lib/spawn.ts";
+import { startUnread } from "../lib/unread.ts";
 
 const SANITIZE = { sanitizeResources: true, sanitizeOps: true };
 const HOST = "127.0.0.1";
 const NARROW = ["--allow-net=127.0.0.1"];
 const encode = (text: string) => new TextEncoder().encode(text);
-
-function figure(text: string): void {
-  console.log(`http abuse: ${text}`);
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function startHttp(extra: string[]): Promise<RunningScript> {
-  return startScript("http.ts", ["--port", "0", ...extra], {
-    denoFlags: NARROW,
-  });
-}
-
-/** Status code of a raw response, and whether its framing is exact. */
-function check(reply: Uint8Array, head: boolean): {
-  status: number;
-  problem: string;
-} {
-  const text = new TextDecoder().decode(reply);
-  const end = text.indexOf("\r\n\r\n");
-  if (end < 0) return { status: 0, problem: "no end of head" };
-  const m = /^HTTP\/1\.1 (\d{3}) /.exec(text);
-  if (!m) return { status: 0, problem: `status line ${text.slice(0, 40)}` };
-  const length = /\r\nContent-Length: (\d+)\r\n/.exec(text.slice(0, end + 2));
-  if (!length) return { status: 0, problem: "no Content-Length" };
-  if (!/\r\nConnection: close\r\n/.test(text.slice(0, end + 2))) {
-    return { status: 0, problem: "no Connection: close" };
-  }
-  const headBytes = encode(text.slice(0, end + 4)).length;
-  const body = reply.length - headBytes;
-  const want = head ? 0 : Number(length[1]);
-  return {
-    status: Number(m[1]),
-    problem: body === want ? "" : `body ${body} bytes, want ${want}`,
-  };
-}
+/** A one-line figure for the report (not an assertion). */
+const figure = figures("http abuse");
 
 /** A fresh fetch() gets the page. */
 async function assertServes(port: number, when: string): Promise<void> {
@@ -117,7 +80,7 @@ Deno.test({
         () => "the slow clients were not all cut off within 20 s",
       );
       done = true;
-      const statuses = results.map((r) => check(r.reply, false));
+      const statuses = results.map((r) => framing(r.reply, false));
       assert.deepEqual(
         statuses.filter((s) => s.status !== 408 || s.problem),
         [],
@@ -168,7 +131,7 @@ Deno.test({
       const ms = performance.now() - started;
       const ok = replies.filter((r) => r.length > 0);
       for (const reply of ok) {
-        assert.deepEqual(check(reply, false), { status: 200, problem: "" });
+        assert.deepEqual(framing(reply, false), { status: 200, problem: "" });
       }
       figure(
         `300 clients at once${
@@ -247,7 +210,7 @@ Deno.test({
         );
         const head = new TextDecoder().decode(requests[i].subarray(0, 5)) ===
           "HEAD ";
-        return check(reply, head);
+        return framing(reply, head);
       } finally {
         conn.close();
       }
@@ -281,20 +244,71 @@ Deno.test({
     "junk command lines: http.ts exits 0, 1 or 2 with an error line, never a stack trace or a hang",
   ...SANITIZE,
   async fn() {
-    const flags = [
-      "--hostname",
-      "--port",
-      "--max-connections",
-      "--idle-timeout",
-      "--head-timeout",
-      "--quiet",
-      "--trace",
-      "--hex",
-      "--help",
-      "-h",
-    ];
+    const flags = [...HTTP_FLAGS, "-h"];
     const round = await junkRound("http.ts", flags, 150, NARROW);
     figure(round.summary);
     assert.deepEqual(round.problems, [], round.summary);
+  },
+});
+
+Deno.test({
+  name:
+    "a stdout nobody reads never stops the server: its first line read, then stdout never again, 300 requests with --hex (MBs of log; a pipe holds 64 KiB) are all answered, lines past the queue are dropped with a warning, and SIGTERM still stops it, exit 0",
+  ...SANITIZE,
+  async fn() {
+    // Its first line read (for the port), stdout is never read again: the
+    // pipe fills (64 KiB) and stays full.
+    const args = ["--port", "0", "--hex"];
+    await using server = await startUnread("http.ts", args, {
+      denoFlags: NARROW,
+    });
+    const { port, stderr } = server;
+    // Each exchange logs its reads and writes with their bytes in hex:
+    // about 7 KB of log per request, 2 MB in all.
+    const COUNT = 300;
+    const started = performance.now();
+    const replies = await pool(COUNT, 8, async (i) => {
+      const conn = await Deno.connect({ hostname: HOST, port });
+      try {
+        await writeAll(conn, encode(`GET /${i} HTTP/1.1\r\nHost: a\r\n\r\n`));
+        return framing(
+          await withTimeout(
+            readAll(conn),
+            10_000,
+            () => `request ${i}: no reply within 10 s (stuck on stdout?)`,
+          ),
+          false,
+        );
+      } finally {
+        conn.close();
+      }
+    });
+    const servedMs = performance.now() - started;
+    assert.deepEqual(
+      replies.filter((r) => r.status !== 200 || r.problem),
+      [],
+    );
+
+    // SIGTERM: no exchange is open, so it stops at once; the log lines
+    // still queued get at most 2 s to be written (they never will be).
+    const stopping = performance.now();
+    const { code } = await server.stop("SIGTERM", 15_000);
+    const stopMs = performance.now() - stopping;
+    await stderr.done;
+    assert.equal(code, 0, stderr.text());
+    // Past the queue's bound lines are dropped, and stderr says so (once
+    // each time the queue overflows again), and says nothing else.
+    const warning = "warning: stdout is not being read; dropping log lines";
+    assert.ok(stderr.lines.includes(warning), stderr.text());
+    assert.deepEqual(
+      stderr.lines.filter((l) => l !== "" && l !== warning),
+      [],
+    );
+    assert.ok(!hasStackTrace(stderr.text()), stderr.text());
+    figure(
+      `stdout never read: ${COUNT} requests with --hex answered in ${
+        servedMs.toFixed(0)
+      } ms; SIGTERM to exit ${stopMs.toFixed(0)} ms`,
+    );
   },
 });

@@ -9,24 +9,14 @@
 import assert from "node:assert/strict";
 import {
   CHILD_ENV,
+  commandFor,
+  LAB_FLAGS,
   OutputCollector,
   projectPath,
-  ROOT,
   runTask,
   withTimeout,
 } from "../lib/spawn.ts";
-
-/** The permissions `deno task lab` grants (deno.json). */
-const LAB_FLAGS = ["--allow-run", "--allow-read", "--allow-env", "--allow-net"];
-
-async function sh(command: string, args: string[]) {
-  const { code, stdout, stderr } = await new Deno.Command(command, {
-    args,
-    stdin: "null",
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code, out: text(stdout), err: text(stderr) };
-}
+import { runTool as sh } from "../lib/tools.ts";
 
 /** Why the lab cannot run here, or "" when it can. */
 async function whyNoLab(): Promise<string> {
@@ -261,14 +251,9 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     ignore: reason !== "",
     async fn() {
       const before = await snapshot();
-      const child = new Deno.Command(Deno.execPath(), {
-        args: ["run", ...LAB_FLAGS, projectPath("lab.ts"), "--verbose"],
-        cwd: ROOT,
-        env: CHILD_ENV,
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
+      const child = commandFor("lab.ts", ["--verbose"], {
+        denoFlags: LAB_FLAGS,
+      }, { stdin: "null" }).spawn();
       const stdout = new OutputCollector(child.stdout);
       const stderr = new OutputCollector(child.stderr);
       let status: Deno.CommandStatus;
@@ -310,10 +295,12 @@ Deno.test({
     const before = await snapshot();
     let out = "";
     try {
-      await Deno.mkdir(dir, { recursive: true });
-      for (const f of ["lab.ts", "server.ts", "client.ts", "udp.ts"]) {
-        await Deno.copyFile(projectPath(f), `${dir}/${f}`);
-      }
+      // mkdir and cp, not Deno.mkdir: the test tasks grant no --allow-write.
+      await sh("mkdir", ["-p", dir]);
+      await sh("cp", [
+        ...["lab.ts", "server.ts", "client.ts", "udp.ts"].map(projectPath),
+        dir,
+      ]);
       const r = await new Deno.Command(Deno.execPath(), {
         args: ["run", "--unstable-net", ...LAB_FLAGS, `${dir}/lab.ts`],
         cwd: dir,
@@ -327,7 +314,7 @@ Deno.test({
       assert.match(out, /^Who can reach you:/m);
       assert.match(out, /The three ways a connect fails/);
     } finally {
-      await Deno.remove(top, { recursive: true });
+      await sh("rm", ["-rf", top]);
       await assertNothingLeft(before, out);
     }
   },

@@ -8,7 +8,9 @@
  * the report are printed as `faults:` lines.
  */
 import assert from "node:assert/strict";
+import { figures } from "../lib/figures.ts";
 import { junkRound, seededRandom } from "../lib/junk.ts";
+import { delay } from "../lib/time.ts";
 import {
   hasStackTrace,
   runScript,
@@ -40,9 +42,8 @@ async function assertAnswers(
 const SANITIZE = { sanitizeResources: true, sanitizeOps: true };
 const HOST = "127.0.0.1";
 
-function figure(text: string): void {
-  console.log(`faults: ${text}`);
-}
+/** A one-line figure for the report (not an assertion). */
+const figure = figures("faults");
 
 // --- flood --------------------------------------------------------------------
 
@@ -491,5 +492,51 @@ Deno.test({
       denoFlags,
     });
     await assertAnswers(server.port, "inside the grant", denoFlags);
+  },
+});
+
+// --- the loop guard and a slow client ----------------------------------------
+
+Deno.test({
+  name:
+    "a liveness probe that sends the same 'ping' 10 times a second, each after its reply, is answered 50 times out of 50, with no warning",
+  ...SANITIZE,
+  async fn() {
+    await using server = await startScript("udp.ts", ["--port", "0"]);
+    const socket = Deno.listenDatagram({
+      transport: "udp",
+      hostname: HOST,
+      port: 0,
+    });
+    const to: Deno.NetAddr = {
+      transport: "udp",
+      hostname: HOST,
+      port: server.port,
+    };
+    const ping = new TextEncoder().encode("ping");
+    let answered = 0;
+    try {
+      for (let i = 0; i < 50; i++) {
+        if (i > 0) await delay(100);
+        await socket.send(ping, to);
+        const [reply] = await withTimeout(
+          socket.receive(),
+          10_000,
+          () => `ping ${i}: no reply (${answered} answered)`,
+        );
+        assert.deepEqual(reply, ping);
+        answered++;
+      }
+    } finally {
+      socket.close();
+    }
+    figure(`10 pings a second: ${answered} of 50 answered`);
+    assert.equal(answered, 50);
+    await server.stop("SIGTERM");
+    assert.equal(server.stderr.text(), "");
+    assert.equal(
+      server.stdout.lines.at(-1),
+      "udp server stopped: 50 datagrams, 200 bytes in, 200 bytes out",
+    );
   },
 });
