@@ -109,9 +109,9 @@ async function handleClient(room: Room, conn: Deno.TcpConn): Promise<void> {
       if (line.cut) room.tellCut(me);
     }
   } catch (err) {
-    // A reset is the client's choice; a client we cut off (not reading,
-    // idle, shutdown) fails its pending read: the reason is already set.
-    me.reason ??= describeConnectionError(err);
+    // A reset is the client's choice. A client we closed (cut off, idle,
+    // shutdown) fails its pending read: that is no news.
+    if (!me.closed) me.reason ??= describeConnectionError(err);
   } finally {
     room.leave(me); // the others are told; nothing more is queued for it
     await writing; // what was queued before goes out, then the socket closes
@@ -151,13 +151,11 @@ export async function* readLines(
   counts: { bytesIn: number; trace?: Trace },
 ): AsyncGenerator<Line> {
   const buf = new Uint8Array(READ_BUFFER_BYTES);
-  const line = new Uint8Array(MAX_LINE_BYTES); // the line so far
+  // The line so far, from earlier reads: one byte more than the limit, for
+  // a CR before the newline and to see when a line is over the limit.
+  const line = new Uint8Array(MAX_LINE_BYTES + 1);
   let length = 0;
   let skipping = false; // after a cut: drop bytes up to the newline
-  const whole = () => ({
-    bytes: withoutCr(line.subarray(0, length)),
-    cut: false,
-  });
   while (true) {
     const n = await conn.read(buf);
     if (n === null) break; // the client's FIN: it is done sending
@@ -168,38 +166,38 @@ export async function* readLines(
       const newline = got.indexOf(NEWLINE, at);
       const end = newline < 0 ? n : newline; // this line's bytes: at..end
       if (!skipping) {
-        const fits = Math.min(end - at, MAX_LINE_BYTES - length);
+        const fits = Math.min(end - at, line.length - length);
         line.set(got.subarray(at, at + fits), length);
         length += fits;
-        if (at + fits < end) { // too long: pass on what fits, drop the rest
-          const keep = characterBoundary(line, got[at + fits]);
-          yield { bytes: line.subarray(0, keep), cut: true };
+        if (at + fits < end) { // over the limit: pass on what fits, now
+          yield cutLine(line);
           skipping = true;
         }
       }
       if (newline < 0) break; // the line goes on in the next read
-      if (!skipping) yield whole();
+      if (!skipping) yield lineOf(line.subarray(0, length));
       skipping = false;
       length = 0;
       at = newline + 1;
     }
   }
-  if (length > 0 && !skipping) yield whole();
+  if (length > 0 && !skipping) yield lineOf(line.subarray(0, length));
 }
 
-// telnet, and nc -C, end lines with CR LF: the CR is not part of the text.
-function withoutCr(line: Uint8Array): Uint8Array {
-  return line.at(-1) === CR ? line.subarray(0, -1) : line;
+// A complete line. telnet, and nc -C, end lines with CR LF: the CR goes.
+function lineOf(bytes: Uint8Array): Line {
+  if (bytes.at(-1) === CR) bytes = bytes.subarray(0, -1);
+  return bytes.length > MAX_LINE_BYTES ? cutLine(bytes) : { bytes, cut: false };
 }
 
-// Where to cut a full `line` whose next byte is `next`: not inside a UTF-8
-// character (1 to 4 bytes; continuation bytes are 10xxxxxx), which would
-// show as "�" to the others.
-function characterBoundary(line: Uint8Array, next: number): number {
-  let keep = line.length;
-  if ((next & 0xc0) !== 0x80) return keep; // `next` starts a character
-  while (keep > line.length - 3 && (line[keep - 1] & 0xc0) === 0x80) keep--;
-  return keep - 1; // the lead byte of the cut character goes too
+// The first MAX_LINE_BYTES of a longer line, stopping short of a UTF-8
+// character that would be cut in two (characters are 1 to 4 bytes, the
+// bytes after the first are 10xxxxxx): half a character shows as "�".
+// `bytes[MAX_LINE_BYTES]` is the first byte left out.
+function cutLine(bytes: Uint8Array): Line {
+  let keep = MAX_LINE_BYTES;
+  while (keep > MAX_LINE_BYTES - 3 && (bytes[keep] & 0xc0) === 0x80) keep--;
+  return { bytes: bytes.subarray(0, keep), cut: true };
 }
 
 // ─── 5. The broadcast: one line, a copy for every other client ──────────────
@@ -305,7 +303,7 @@ async function writeLoop(c: Client): Promise<void> {
       c.queue.written(bytes.length);
     }
   } catch (err) {
-    c.reason ??= describeConnectionError(err); // a reset, or we closed it
+    if (!c.closed) c.reason ??= describeConnectionError(err); // a reset
   } finally {
     c.close(); // our FIN; the reader's pending read ends too
   }
@@ -486,10 +484,15 @@ export class Client {
     );
   }
 
+  /** Whether its socket is closed (by us: its loops are ending). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   /** Close the socket now, dropping what is queued; its loops end. */
   close(reason?: string): void {
-    this.reason ??= reason;
     if (this.#closed) return;
+    this.reason ??= reason;
     this.#closed = true;
     this.queue.end(true);
     try {
@@ -615,6 +618,7 @@ class Room {
     s.bytesOut += c.bytesOut;
     s.lines += c.lines;
     if (c.reason?.startsWith("cut off")) s.cutOff++;
+    if (this.stopping) c.reason ??= "the server stopped";
     this.#log(
       `chat leave local ${c.local} remote ${c.remote} (#${c.id}) in ${c.bytesIn} bytes, out ${c.bytesOut} bytes, ${c.lines} lines${
         c.reason ? `: ${c.reason}` : ""
@@ -640,10 +644,7 @@ class Room {
         undefined,
         utf8.encode("* the server is stopping"),
       );
-      for (const c of this.clients) {
-        c.reason ??= "the server stopped";
-        c.queue.end(); // the writer sends the rest, then closes
-      }
+      for (const c of this.clients) c.queue.end(); // send the rest, close
       await finishWithin(this.#handlers, grace, (reason) => {
         for (const c of this.#open) c.close(reason);
       }, this.#o.force);

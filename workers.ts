@@ -272,9 +272,10 @@ function requireGrants(): void {
   );
   if (denied.length > 0) {
     const paths = files.map((url) => decodeURIComponent(url.pathname));
+    const grant = paths.join(","); // quoted for the shell if need be
     throw new Error(
       `each worker loads workers.ts and server.ts again, so Deno must let it read them: run again with --allow-read=${
-        paths.join(",")
+        /[^\w@%+=:,./-]/.test(grant) ? `'${grant}'` : grant
       }`,
     );
   }

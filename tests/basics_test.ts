@@ -26,6 +26,7 @@ const LISTINGS = [
   "udp_send",
   "http_hello",
   "sockets_on_port",
+  "chat",
 ];
 
 /** The grant each listing's header shows: the network, or (watching) cat. */

@@ -1,0 +1,247 @@
+/**
+ * chat.ts under abuse: clients that never read, a line that never ends, a
+ * shutdown with a client that is stuck. The room must keep its memory
+ * bounded, cut off only those that fall behind, and keep every line for
+ * those that keep up. Memory figures are printed as `chat:` lines.
+ */
+import assert from "node:assert/strict";
+import { SEND_QUEUE_BYTES } from "../../chat.ts";
+import { ChatClient } from "../lib/chat.ts";
+import { figures } from "../lib/figures.ts";
+import { residentBytes } from "../lib/proc.ts";
+import { type RunningScript, startScript } from "../lib/spawn.ts";
+
+const SANITIZE = { sanitizeResources: true, sanitizeOps: true };
+const MiB = 1024 * 1024;
+const HOST = "127.0.0.1";
+const figure = figures("chat");
+
+/** Connect a client and wait for its welcome. */
+async function join(port: number, here: number): Promise<ChatClient> {
+  const c = await ChatClient.connect(port);
+  await c.waitForLine(`* you are ${c.name} (${here} here)`);
+  return c;
+}
+
+/** A line of about 4,000 bytes that names its number. */
+const bigLine = (n: number) => `${n} ${"x".repeat(4000)}`;
+const LINE_BYTES = bigLine(0).length + 1;
+
+/**
+ * `from` sends big numbered lines, `perRound` at a time, and `reader`
+ * reads each round before the next is sent; `afterRound` runs after each.
+ * Stops once `bytes` are sent or `afterRound` says so (true); returns how
+ * many lines went, from line number `first`.
+ */
+async function flood(
+  from: ChatClient,
+  reader: ChatClient,
+  bytes: number,
+  afterRound: (lines: number) => Promise<boolean | void> = async () => {},
+  perRound = 32,
+  first = 0,
+): Promise<number> {
+  let n = first;
+  while ((n - first) * LINE_BYTES < bytes) {
+    let round = "";
+    for (let i = 0; i < perRound; i++) round += bigLine(n++) + "\n";
+    await from.send(round);
+    await reader.waitUntil(`line ${n - 1}`, () => reader.said().length >= n);
+    if (await afterRound(n)) break;
+  }
+  return n - first;
+}
+
+/**
+ * Bytes the kernel holds on the way from the server (port `server`) to the
+ * client on port `client`: the server socket's Send-Q plus the client
+ * socket's Recv-Q, as `ss -tn` shows them.
+ */
+async function kernelHeld(server: number, client: number): Promise<number> {
+  const filter =
+    `( sport = :${server} and dport = :${client} ) or ( sport = :${client} and dport = :${server} )`;
+  const { stdout } = await new Deno.Command("ss", {
+    args: ["-tnH", filter],
+    stdin: "null",
+  }).output();
+  const rows = new TextDecoder().decode(stdout).trim().split("\n");
+  assert.equal(rows.length, 2, `ss: ${rows}`);
+  let held = 0;
+  for (const row of rows) {
+    const [, recvQ, sendQ, local] = row.split(/\s+/);
+    held += local.endsWith(`:${server}`) ? Number(sendQ) : Number(recvQ);
+  }
+  return held;
+}
+
+/** The stuck clients' names cut off so far, from the log. */
+function cutOff(server: RunningScript): string[] {
+  return server.stdout.lines
+    .filter((l) => l.startsWith("chat leave ") && l.includes(": cut off: "))
+    .map((l) => /remote (\S+)/.exec(l)![1]);
+}
+
+Deno.test({
+  name:
+    "40 clients that never read are each cut off while 64 MiB of lines go through the room; the reader gets every line in order; the server's memory stays within 32 MiB of idle",
+  ...SANITIZE,
+  async fn() {
+    await using server = await startScript("chat.ts", ["--port", "0"]);
+    const a = await join(server.port, 1);
+    const b = await join(server.port, 2);
+    const STUCK = 40;
+    const stuck: Deno.TcpConn[] = [];
+    try {
+      for (let i = 0; i < STUCK; i++) {
+        stuck.push(await Deno.connect({ hostname: HOST, port: server.port }));
+        await a.waitForLine(new RegExp(` joined \\(${i + 3} here\\)$`));
+      }
+      const idle = await residentBytes(server.pid);
+      let peak = idle;
+      let allCutAt = -1;
+      const TOTAL = 64 * MiB;
+      const lines = await flood(a, b, TOTAL, async (n) => {
+        if (n % 256 === 0) {
+          peak = Math.max(peak, await residentBytes(server.pid));
+        }
+        if (allCutAt < 0 && cutOff(server).length === STUCK) allCutAt = n;
+      });
+      peak = Math.max(peak, await residentBytes(server.pid));
+      figure(
+        `${STUCK} clients that never read, ${
+          (lines * LINE_BYTES / MiB).toFixed(0)
+        } MiB through the room: RSS ${(idle / MiB).toFixed(1)} MiB idle, peak ${
+          (peak / MiB).toFixed(1)
+        } MiB; all cut off after ${
+          (allCutAt * LINE_BYTES / MiB).toFixed(1)
+        } MiB (queue bound ${SEND_QUEUE_BYTES} bytes each)`,
+      );
+      assert.equal(cutOff(server).length, STUCK, "every stuck client cut off");
+      const names = stuck.map((s) => `${HOST}:${s.localAddr.port}`);
+      assert.deepEqual(cutOff(server).sort(), names.sort());
+      assert.deepEqual(
+        b.said().filter((l) => l.startsWith(a.name)),
+        Array.from({ length: lines }, (_, i) => `${a.name}: ${bigLine(i)}`),
+        "b lost, repeated or reordered a line",
+      );
+      assert.ok(
+        peak - idle < 32 * MiB,
+        `RSS grew by ${((peak - idle) / MiB).toFixed(1)} MiB`,
+      );
+    } finally {
+      for (const s of stuck) s.close();
+      await Promise.all([a, b].map((c) => c[Symbol.asyncDispose]()));
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a line that never ends (64 MiB, no newline) is held to 4 KiB: the others get one cut line, memory stays within 16 MiB of idle, the sender is told once",
+  ...SANITIZE,
+  async fn() {
+    await using server = await startScript("chat.ts", ["--port", "0"]);
+    const a = await join(server.port, 1);
+    const b = await join(server.port, 2);
+    try {
+      const idle = await residentBytes(server.pid);
+      let peak = idle;
+      const chunk = new TextEncoder().encode("z".repeat(MiB));
+      for (let i = 0; i < 64; i++) {
+        await a.send(chunk);
+        if (i % 8 === 7) peak = Math.max(peak, await residentBytes(server.pid));
+      }
+      await a.send("\nand now a short one\n");
+      await b.waitForLine(`${a.name}: and now a short one`);
+      peak = Math.max(peak, await residentBytes(server.pid));
+      figure(
+        `a 64 MiB line: RSS ${(idle / MiB).toFixed(1)} MiB idle, peak ${
+          (peak / MiB).toFixed(1)
+        } MiB`,
+      );
+      assert.deepEqual(b.said(), [
+        `${a.name}: ${"z".repeat(4096)}`,
+        `${a.name}: and now a short one`,
+      ]);
+      assert.equal(
+        a.lines.filter((l) => l.startsWith("* your line was cut")).length,
+        1,
+      );
+      assert.ok(
+        peak - idle < 16 * MiB,
+        `RSS grew by ${((peak - idle) / MiB).toFixed(1)} MiB`,
+      );
+    } finally {
+      await Promise.all([a, b].map((c) => c[Symbol.asyncDispose]()));
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "SIGTERM with a client that is stuck with a full queue: the others get their goodbye at once, the stuck one is closed when the grace is over, exit 0",
+  ...SANITIZE,
+  async fn() {
+    await using server = await startScript("chat.ts", [
+      "--port",
+      "0",
+      "--grace",
+      "1",
+    ]);
+    const a = await join(server.port, 1);
+    const b = await join(server.port, 2);
+    const stuck = await Deno.connect({ hostname: HOST, port: server.port });
+    const stuckName = `${HOST}:${stuck.localAddr.port}`;
+    try {
+      await a.waitForLine(`* ${stuckName} joined (3 here)`);
+      // Fill the kernel's buffers for stuck (our send buffer, its receive
+      // buffer), then a few lines more: those wait in its queue, far below
+      // the bound, and its writer waits on a write that cannot go.
+      let lines = await flood(a, b, 2 * MiB);
+      let held = -1;
+      let still = 0; // rounds in a row that the kernel took nothing of
+      lines += await flood(
+        a,
+        b,
+        8 * MiB,
+        async () => {
+          const now = await kernelHeld(server.port, stuck.localAddr.port);
+          still = now === held ? still + 1 : 0;
+          held = now;
+          return still === 2;
+        },
+        4,
+        lines,
+      );
+      assert.equal(still, 2, "the kernel never stopped taking bytes");
+      assert.deepEqual(cutOff(server), [], "stuck was cut off too soon");
+      figure(
+        `the kernel held ${held} bytes for a client that never reads (after ${lines} lines of ${LINE_BYTES} bytes)`,
+      );
+      const started = performance.now();
+      server.child.kill("SIGTERM");
+      await Promise.all([a.waitClosed(), b.waitClosed()]);
+      assert.equal(a.lines.at(-1), "* the server is stopping");
+      const status = await server.status;
+      const took = performance.now() - started;
+      figure(`shutdown with a stuck client, --grace 1: ${took.toFixed(0)} ms`);
+      assert.equal(status.code, 0);
+      await server.stdout.done;
+      const out = server.stdout.lines;
+      assert.ok(
+        out.some((l) =>
+          l.includes(`remote ${stuckName} `) &&
+          l.endsWith(": shutdown, grace of 1 s over")
+        ),
+        out.slice(-5).join("\n"),
+      );
+      assert.match(
+        out.at(-1)!,
+        /^chat server stopped: 3 clients, 0 refused, 0 cut off, /,
+      );
+    } finally {
+      stuck.close();
+      await Promise.all([a, b].map((c) => c[Symbol.asyncDispose]()));
+    }
+  },
+});
