@@ -4,7 +4,7 @@
  * for us: the server keeps every connection and writes each line once to
  * each of them (udp.ts --join lets the network do the copying instead).
  *
- * First listing: basics/chat.ts (under 60 lines) is the idea alone. This
+ * First listing: basics/chat.ts (60 lines) is the idea alone. This
  * file adds what a room open to the world needs: a bounded queue per
  * client, a longest line, the flags of server.ts and a clean shutdown.
  *
@@ -29,9 +29,11 @@
  *   nc 127.0.0.1 9000
  *   deno run --allow-net=127.0.0.1 client.ts --port 9000
  *
- * Try next: stop one nc with Ctrl-Z, and flood the room from another
- * terminal: `yes 'a line' | nc -N 127.0.0.1 9000 > /dev/null`. The log
- * says when the stopped one is cut off, and the others go on. `--trace`
+ * Try next: a client that stops reading. In one terminal a reader that
+ * keeps up, `nc 127.0.0.1 9000 > /dev/null`; in another `nc 127.0.0.1
+ * 9000`, stopped with Ctrl-Z; then flood the room with 10 MB:
+ * `yes 'a line' | head -c 10000000 | nc -N 127.0.0.1 9000`. The log says
+ * when the stopped one is cut off; the reader gets every line. `--trace`
  * shows where TCP's reads fall, lines or no lines.
  *
  * This file stands alone (no imports but Deno's own): copy it and run it.
@@ -103,6 +105,11 @@ async function handleClient(room: Room, conn: Deno.TcpConn): Promise<void> {
   if (!me) return;
   const writing = writeLoop(me); // its own writer, running beside us
   try {
+    // A line should leave at once. Nagle's algorithm (on by default) holds
+    // back a small write while an earlier one is unacknowledged, and the
+    // client may delay its ACK by 40 ms: TCP_NODELAY turns it off, as
+    // interactive programs such as ssh do.
+    conn.setNoDelay(true);
     for await (const line of readLines(conn, me)) {
       me.lines++;
       broadcast(room.clients, me, line.bytes); // a copy for everyone else
@@ -807,11 +814,12 @@ export function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
+/** `HOST:PORT` (`[::1]:8080`), or a Unix socket's path or `(unnamed)`. */
 export function formatAddr(
   addr: Deno.Addr | { hostname: string; port: number },
 ): string {
-  if (!("hostname" in addr)) return "path" in addr ? addr.path : addr.transport;
+  if ("path" in addr) return addr.path || "(unnamed)"; // a client's end
+  if (!("hostname" in addr)) return addr.transport;
   return addr.hostname.includes(":")
     ? `[${addr.hostname}]:${addr.port}`
     : `${addr.hostname}:${addr.port}`;

@@ -33,6 +33,13 @@
  * - a web page: `--http --trace --hex` against `http.ts --port 8000`.
  * - failures: a port where nothing listens (refused), `--timeout 500`
  *   against a server that never answers; `deno task lab` shows the rest.
+ * - TCP's timing: `--rounds 20 --chunk 6` sends a message 20 times in two
+ *   writes each and times every answer; against a server that answers
+ *   whole lines only, Nagle's algorithm and a delayed ACK make each take
+ *   ~40 ms, and `--nodelay` takes that away. `--keepalive` has the kernel
+ *   probe an idle connection.
+ * - `--unix /tmp/echo.sock`: the same client on a Unix socket (a path;
+ *   grants: --allow-read, --allow-write and --allow-net=unix: on it).
  *
  * This file stands alone (one built-in import): copy it anywhere and run it.
  */
@@ -73,6 +80,19 @@ export async function connectTcp(
       explainConnectError(err, hostname, port, timeoutMs, elapsed),
       { cause: err },
     );
+  }
+}
+
+/**
+ * Or connect to a Unix socket at `path` (`--unix`): the same stream, named
+ * by a file. No handshake on a wire: the kernel links the two sockets at
+ * once, if the file's mode lets us write to it.
+ */
+export async function connectUnix(path: string): Promise<Deno.UnixConn> {
+  try {
+    return await Deno.connect({ transport: "unix", path });
+  } catch (err) {
+    throw new Error(explainUnixConnectError(err, path), { cause: err });
   }
 }
 
@@ -242,18 +262,15 @@ export async function netcat(
 // response ends.
 
 /**
- * The request a browser sends for `path`, trimmed to what matters: the
- * request line, `Host` (which site on this address), who is asking, what
+ * The request a browser sends for `path` to `host` (`HOST:PORT`, as the
+ * `Host` header wants it), trimmed to what matters: the request line,
+ * `Host` (which site on this address), who is asking, what
  * it accepts, and `Connection: close` (one request, then the server closes).
  */
-export function httpGetRequest(
-  hostname: string,
-  port: number,
-  path = "/",
-): string {
+export function httpGetRequest(host: string, path = "/"): string {
   return [
     `GET ${path} HTTP/1.1`,
-    `Host: ${formatAddr({ hostname, port })}`,
+    `Host: ${host}`,
     `User-Agent: deno-socket-playground-client/1.0`,
     `Accept: text/html,text/plain;q=0.9,*/*;q=0.8`,
     `Connection: close`,
@@ -289,6 +306,67 @@ export async function httpGet(
   return size;
 }
 
+// ─── 7. Round trips, timed (--rounds) ───────────────────────────────────────
+
+// A request written in two small writes, to a server that answers only
+// once it has the whole request (a line, an HTTP head): Nagle's algorithm
+// holds our second write until the first is acknowledged, and the server's
+// kernel delays that ACK (40 ms on Linux), hoping to send it with the
+// answer, which waits for the second write. Each side waits for the other.
+
+/**
+ * `--rounds K`: send `message` K times on one connection, each time waiting
+ * until as many bytes have come back (an echo's or a line server's answer)
+ * before sending it again, copying them to `out`; then half-close and read
+ * to the end. Returns how long each exchange took, in ms.
+ */
+export async function rounds(
+  socket: Socket,
+  message: Uint8Array,
+  count: number,
+  out: Writer,
+  transfer: TransferOptions = {},
+): Promise<number[]> {
+  const times: number[] = [];
+  const buf = new Uint8Array(READ_SIZE);
+  for (let round = 0; round < count; round++) {
+    const started = performance.now();
+    await send(socket, message, transfer);
+    for (let got = 0; got < message.length;) {
+      const want = Math.min(buf.length, message.length - got);
+      const n = await socket.read(buf.subarray(0, want));
+      if (n === null) {
+        throw new Error(
+          `${socket.where} closed the connection in round ${
+            round + 1
+          } of ${count}, after ${got} of the ${message.length} bytes awaited`,
+        );
+      }
+      transfer.trace?.(`read ${n} bytes`, buf.subarray(0, n));
+      await writeAll(out, buf.subarray(0, n));
+      got += n;
+    }
+    times.push(performance.now() - started);
+  }
+  await socket.closeWrite(); // done: our FIN; the rest until the server's
+  await copyToEnd(socket, out, transfer);
+  return times;
+}
+
+/** `20 rounds of 12 bytes: median 0.081 ms (fastest ..., slowest ...)`. */
+export function roundsLine(times: number[], bytes: number): string {
+  const sorted = [...times].sort((a, b) => a - b);
+  const ms = (t: number) => t.toFixed(t < 10 ? 3 : 1);
+  const median = sorted.length % 2
+    ? sorted[sorted.length >> 1]
+    : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+  return `${times.length} rounds of ${bytes} bytes on one connection: median ${
+    ms(median)
+  } ms per round trip (fastest ${ms(sorted[0])}, slowest ${
+    ms(sorted[sorted.length - 1])
+  })`;
+}
+
 // Run as a program: `main` once the whole file has loaded (the plumbing
 // below must be defined first), errors as one `error:` line.
 if (import.meta.main) addEventListener("load", () => runMain(main, USAGE));
@@ -311,12 +389,25 @@ export async function main(args: string[]): Promise<number> {
     delayMs: options.delay,
     trace: options.trace ? tracer(warn, "", options.hex) : undefined,
   };
-  using conn = await connectTcp(
-    options.hostname,
-    options.port,
-    options.timeout,
-  );
+  using conn = options.unix
+    ? await connectUnix(options.unix)
+    : await connectTcp(options.hostname, options.port, options.timeout);
+  // TCP's options (a Unix socket has none): Nagle off; keepalive probes.
+  if ("setNoDelay" in conn && options.nodelay) conn.setNoDelay(true);
+  if ("setKeepAlive" in conn && options.keepalive) conn.setKeepAlive(true);
   const socket = timedSocket(conn, options.timeout);
+  if (options.rounds !== undefined) {
+    const message = new TextEncoder().encode(options.message);
+    const times = await rounds(
+      socket,
+      message,
+      options.rounds,
+      stdout,
+      transfer,
+    );
+    warn(roundsLine(times, message.length));
+    return 0;
+  }
   if (!options.http && options.message === undefined) {
     await netcat(socket, Deno.stdin, stdout, transfer);
     return 0;
@@ -324,11 +415,11 @@ export async function main(args: string[]): Promise<number> {
   // One request or MESSAGE: say how big it was once it is sent.
   transfer.onSent = (n) => warn(`sent ${n} bytes`);
   if (options.http) {
-    const request = httpGetRequest(
-      options.hostname,
-      options.port,
-      options.path,
-    );
+    // A Unix socket has no host name: say localhost, as curl does.
+    const host = options.unix
+      ? "localhost"
+      : formatAddr({ hostname: options.hostname, port: options.port });
+    const request = httpGetRequest(host, options.path);
     await httpGet(socket, new TextEncoder().encode(request), stdout, transfer);
   } else {
     const message = new TextEncoder().encode(options.message);
@@ -358,6 +449,14 @@ export interface ClientOptions {
   delay: number;
   /** The words to send, joined by single spaces; `undefined` reads stdin. */
   message?: string;
+  /** A Unix socket's path to connect to instead of hostname and port. */
+  unix?: string;
+  /** TCP_NODELAY: Nagle's algorithm off. */
+  nodelay: boolean;
+  /** SO_KEEPALIVE: the kernel probes the connection when idle. */
+  keepalive: boolean;
+  /** Send MESSAGE this many times, one after the other's answer, timed. */
+  rounds?: number;
 }
 
 /** The defaults, as `--help` shows them. */
@@ -369,6 +468,8 @@ export const DEFAULTS = {
   trace: false,
   hex: false,
   delay: 0,
+  nodelay: false,
+  keepalive: false,
 } as const satisfies ClientOptions;
 
 // The largest values the flags take. A JavaScript timer holds at most
@@ -377,10 +478,12 @@ export const DEFAULTS = {
 const MAX_TIMEOUT_MS = 3_600_000; // an hour
 const MAX_CHUNK = 16 * 1024 * 1024;
 const MAX_DELAY_MS = 60_000;
+const MAX_ROUNDS = 100_000;
 
 /** The usage text printed by `--help` and after a bad flag. */
 export const USAGE =
   `usage: deno run --allow-net=127.0.0.1 client.ts [options] [MESSAGE...]
+       deno run --allow-read=PATH --allow-write=PATH --allow-net=unix:PATH client.ts --unix PATH [options] [MESSAGE...]
 
 A TCP client like nc. With MESSAGE, sends the words joined by single spaces
 (UTF-8, no newline added), reports "sent N bytes", half-closes, and prints
@@ -403,6 +506,16 @@ options:
   --hex          also each one's bytes in the xxd layout (implies --trace)
   --chunk N      send in writes of at most N bytes (1..${MAX_CHUNK})
   --delay MS     with --chunk, pause MS ms between writes (0..${MAX_DELAY_MS})
+  --rounds K     send MESSAGE K times on one connection, each once the
+                 previous one's answer (as many bytes) is back, and print
+                 the median round trip on stderr (1..${MAX_ROUNDS})
+  --nodelay      set TCP_NODELAY: Nagle's algorithm off, so a small write is
+                 sent at once instead of waiting for the ACK of the last one
+  --keepalive    set SO_KEEPALIVE: the kernel probes the connection once it
+                 is idle for net.ipv4.tcp_keepalive_time (7200 s on Linux;
+                 Deno cannot set it), and fails it if the server is gone
+  --unix PATH    connect to the Unix socket at PATH instead (no --hostname,
+                 --port or TCP flag; --allow-net=unix: takes an absolute PATH)
   --help         show this help
 
 Received bytes go to stdout; "sent N bytes", traces and errors to stderr.`;
@@ -417,8 +530,16 @@ const FLAGS = {
   hex: { type: "boolean" },
   chunk: { type: "string" },
   delay: { type: "string" },
+  rounds: { type: "string" },
+  nodelay: { type: "boolean" },
+  keepalive: { type: "boolean" },
+  unix: { type: "string" },
   help: { type: "boolean", short: "h" },
 } satisfies ParseArgsOptionsConfig;
+
+// What a Unix socket has no use for: it has no address or port, and Deno
+// sets no Nagle or keepalive on it.
+const TCP_ONLY = ["hostname", "port", "nodelay", "keepalive"];
 
 /**
  * Parse the command line, defaults applied. Throws {@link UsageError} for
@@ -429,6 +550,17 @@ export function parseClientArgs(args: string[]): ClientOptions | "help" {
   const { values, positionals } = parseFlags(args, FLAGS, true);
   if (values.help) return "help";
   const options: ClientOptions = { ...DEFAULTS };
+  if (values.unix !== undefined) {
+    const tcp = TCP_ONLY.find((flag) => flag in values);
+    if (tcp) {
+      throw new UsageError(
+        `--${tcp} is a TCP flag: it does not go with --unix`,
+      );
+    }
+    options.unix = values.unix;
+  }
+  if (values.nodelay) options.nodelay = true;
+  if (values.keepalive) options.keepalive = true;
   if (values.hostname !== undefined) {
     options.hostname = parseHostname(values.hostname);
   }
@@ -482,6 +614,14 @@ export function parseClientArgs(args: string[]): ClientOptions | "help" {
       throw new UsageError("--http sends its own request: give no MESSAGE");
     }
     options.message = positionals.join(" ");
+  }
+  if (values.rounds !== undefined) {
+    options.rounds = parseInteger("--rounds", values.rounds, 1, MAX_ROUNDS);
+    if (!options.message) {
+      throw new UsageError(
+        "--rounds sends MESSAGE again and again: give a MESSAGE (not --http, not stdin)",
+      );
+    }
   }
   return options;
 }
@@ -578,11 +718,34 @@ function explainConnectError(
   return `cannot connect to ${where}: ${message}`;
 }
 
+/**
+ * Why a connect to a Unix socket at `path` failed: nobody listens (a stale
+ * socket file, or not a socket at all), no such file, the file's mode; the
+ * rest (Deno's grants, a path too long) as the server says it.
+ */
+function explainUnixConnectError(err: unknown, path: string): string {
+  const where = `unix ${path}`;
+  if (err instanceof Deno.errors.ConnectionRefused) {
+    let what = "a stale socket file: the server that made it is gone";
+    try {
+      if (!Deno.lstatSync(path).isSocket) what = "it is not a socket";
+    } catch { /* gone meanwhile */ }
+    return `connection refused by ${where}: nobody listens on it (${what}); start the server, or check --unix`;
+  }
+  if (err instanceof Deno.errors.NotFound) {
+    return `cannot connect to ${where}: no such file: no server listens there; start it, or check --unix`;
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return `permission denied connecting to ${where}: this user may not write to the socket file (its mode, or a folder on the way); ask its owner, or run as a user it lets in`;
+  }
+  return `cannot connect to ${where}: ${unixReason(err, path)}`;
+}
+
 /** Anything with the socket calls the lesson uses; a `Deno.TcpConn` is one. */
 export interface Socket extends Writer {
   read(p: Uint8Array): Promise<number | null>;
   closeWrite(): Promise<void>;
-  /** `tcp HOST:PORT` of the peer, for messages. */
+  /** `tcp HOST:PORT` (or `unix PATH`) of the peer, for messages. */
   where?: string;
 }
 
@@ -593,8 +756,8 @@ export interface Socket extends Writer {
  * ends the pending call). Socket errors become plain reasons. Without a
  * timeout, a wait lasts as long as the server keeps the connection open.
  */
-export function timedSocket(conn: Deno.TcpConn, timeoutMs?: number): Socket {
-  const where = `tcp ${formatAddr(conn.remoteAddr)}`;
+export function timedSocket(conn: Deno.Conn, timeoutMs?: number): Socket {
+  const where = `${conn.remoteAddr.transport} ${formatAddr(conn.remoteAddr)}`;
   let lastMoved = performance.now(); // any wait starting or ending
   let received = 0;
   async function wait<T>(op: Promise<T>, kind: "read" | "write"): Promise<T> {
@@ -661,7 +824,10 @@ class SocketError extends Error {}
 /** A failure after connecting, in words: `where` is `tcp HOST:PORT`. */
 function explainTransferError(err: unknown, where: string): string {
   if (err instanceof Deno.errors.ConnectionReset) {
-    return `${where} reset the connection (the server closed abruptly)`;
+    // An RST instead of a FIN: the server closed its socket with bytes of
+    // ours still unread in it (or was aborted); what it sent before may
+    // have arrived, its end of the stream never will.
+    return `${where} reset the connection (RST: the server closed it with our bytes unread, or aborted it)`;
   }
   if (
     err instanceof Deno.errors.BrokenPipe ||
@@ -1012,11 +1178,12 @@ export function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
+/** `HOST:PORT` (`[::1]:8080`), or a Unix socket's path or `(unnamed)`. */
 export function formatAddr(
   addr: Deno.Addr | { hostname: string; port: number },
 ): string {
-  if (!("hostname" in addr)) return "path" in addr ? addr.path : addr.transport;
+  if ("path" in addr) return addr.path || "(unnamed)"; // a client's end
+  if (!("hostname" in addr)) return addr.transport;
   return addr.hostname.includes(":")
     ? `[${addr.hostname}]:${addr.port}`
     : `${addr.hostname}:${addr.port}`;
@@ -1026,6 +1193,32 @@ export function formatAddr(
 export function allowNetHost(hostname: string): string {
   return hostname.includes(":") ? `[${hostname}]` : hostname;
 }
+
+/**
+ * What went wrong on both ends of a Unix socket: `err`, or the FileInfo of
+ * a file in the way. (Deno 2.9 wants read, write and net's `unix:` grants.)
+ */
+export function unixReason(err: unknown, path: string): string {
+  const f = err as Partial<Deno.FileInfo>;
+  const abs = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  const bytes = new TextEncoder().encode(path).length;
+  const kind = f.isDirectory ? "a directory" : "a file";
+  return err instanceof Deno.errors.NotCapable
+    ? `Deno has no permission for it; run again with --allow-read=${path} --allow-write=${path} --allow-net=unix:${abs}`
+    : err instanceof Deno.errors.AddrInUse
+    ? "it is in use: a program is bound to it; stop that one, or choose another path"
+    : err instanceof Deno.errors.PermissionDenied
+    ? "permission denied (to listen, this user needs write permission on the folder; to connect, on the socket file): choose a folder you can write to, or ask the socket's owner"
+    : f.isSocket === false
+    ? `${kind} is there, not a socket (only a stale socket file is replaced); choose another path`
+    : bytes > UNIX_PATH_MAX
+    ? `the path is ${bytes} bytes, and a Unix socket's holds at most ${UNIX_PATH_MAX} on Linux; choose a shorter one, e.g. in /tmp`
+    : errorText(err);
+}
+
+// A Unix socket's path is at most this many bytes on Linux (sun_path holds
+// 108, with the NUL that ends it); Deno refuses a longer one.
+export const UNIX_PATH_MAX = 107;
 
 /** Resolve after `ms`, or at once when `signal` aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {

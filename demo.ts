@@ -230,7 +230,7 @@ export async function runDemo(
     steps.push({
       kind: "note",
       over: [me, "tcpServer"],
-      text: "handshake: SYN, SYN-ACK, ACK",
+      text: "SYN, SYN-ACK, ACK",
     });
   // A sender's trace: each datagram sent is an arrow; each reply is drawn
   // when it arrives (the server sends it right after its receive).

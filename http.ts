@@ -23,6 +23,13 @@
  *
  *   deno run --allow-net=127.0.0.1 http.ts --port 8000
  *
+ * Or on a Unix socket, a path instead of an address and port (no TCP, no
+ * IP: the same HTTP bytes over an IPC socket; Deno wants read, write and
+ * net grants on the path):
+ *
+ *   deno run --allow-read=/tmp/http.sock --allow-write=/tmp/http.sock --allow-net=unix:/tmp/http.sock http.ts --unix /tmp/http.sock
+ *   curl --unix-socket /tmp/http.sock http://localhost/
+ *
  * Then open http://127.0.0.1:8000 in a browser, or in another terminal:
  *
  *   curl -v http://127.0.0.1:8000/
@@ -46,6 +53,7 @@ const BACKLOG = 511; // connections the kernel queues for us before accept()
 /**
  * Open the listening socket: `socket()`, `bind()` and `listen()` of the
  * classic API in one call. Throws an Error whose message is a plain reason.
+ * (On a path: {@link listenHttpUnix}.)
  */
 export function listenHttp(
   options: { hostname: string; port: number },
@@ -64,6 +72,20 @@ export function listenHttp(
   }
 }
 
+/**
+ * The same on a Unix stream socket at `path`: bind() creates the socket
+ * file, and its mode decides who may connect. A file a killed server left
+ * behind is replaced if nobody listens on it (a connect is refused); any
+ * other file stays, and is an Error. Closing the listener removes the file.
+ */
+export async function listenHttpUnix(path: string): Promise<Deno.UnixListener> {
+  return await bindUnix(
+    path,
+    () => Deno.listen({ transport: "unix", path }),
+    warn,
+  );
+}
+
 // ─── 2. The accept loop ─────────────────────────────────────────────────────
 
 /**
@@ -78,7 +100,7 @@ export async function serveHttp(
 ): Promise<HttpSummary> {
   const server = new HttpServer(listener, options); // totals, limit, log
   while (!server.stopping) {
-    let conn: Deno.TcpConn;
+    let conn: Deno.Conn;
     try {
       // The next connection the kernel has completed (SYN, SYN-ACK, ACK)
       // and queued for us; accept() waits if there is none.
@@ -287,9 +309,11 @@ function respond(request: HttpRequest | Rejection, conn: Deno.Conn): Reply {
   }
   // The page (step 8): HTML for a browser, plain text when Accept asks.
   // HEAD gets the same headers, Content-Length included, and no body.
+  const unix = conn.localAddr.transport === "unix";
   const page: PageInfo = {
     client: formatAddr(conn.remoteAddr),
     server: formatAddr(conn.localAddr),
+    transport: unix ? "Unix socket" : "TCP",
     request,
   };
   const isHead = request.method === "HEAD";
@@ -381,23 +405,27 @@ function htmlPage(info: PageInfo): string {
 </head>
 <body>
 <h1>Hello from a socket</h1>
-<p>Your browser opened a TCP connection to this server and sent the request
+<p>Your browser opened a ${
+    e(info.transport)
+  } connection to this server and sent the request
 below. The connection is named by its <strong>socket pair</strong>:</p>
 <table>
 <tr><th>you (client)</th><td>${e(info.client)}</td></tr>
 <tr><th>me (server)</th><td>${e(info.server)}</td></tr>
-<tr><th>protocol</th><td>TCP, carrying HTTP/${e(info.request.version)}</td></tr>
+<tr><th>protocol</th><td>${e(protocolOf(info))}, carrying HTTP/${
+    e(info.request.version)
+  }</td></tr>
 </table>
-<p>The client port is not the one in the address bar: your OS picked a free
-"ephemeral" port for your end of the connection. Reload and it changes;
-the server's port stays.</p>
+<p>${e(aboutYourEnd(info))}</p>
 <h2>Request line</h2>
 <pre>${e(info.request.requestLine)}</pre>
 <h2>Headers received</h2>
 <pre>${e(headers)}</pre>
 <h2>What happened on the wire</h2>
 <ol>
-<li>Your client (a browser, curl, client.ts) connected: SYN, SYN-ACK, ACK, the TCP handshake.</li>
+<li>Your client (a browser, curl, client.ts) connected: ${
+    e(handshakeOf(info))
+  }.</li>
 <li>It wrote a request head of ${info.request.headBytes} bytes: the request line, the headers, an empty line.</li>
 <li>The server read them, wrote this page after a status line and headers
 (Content-Length, Connection: close) and closed its end.</li>
@@ -415,14 +443,35 @@ function plainPage(info: PageInfo): string {
 socket pair:
   you (client): ${info.client}
   me (server):  ${info.server}
-  protocol:     TCP, carrying HTTP/${info.request.version}
+  protocol:     ${protocolOf(info)}, carrying HTTP/${info.request.version}
 request line:
   ${info.request.requestLine}
 headers received:
 ${headers}
-on the wire: your client connected (SYN, SYN-ACK, ACK), wrote a request head
+on the wire: your client connected (${handshakeOf(info)}), wrote a request head
 of ${info.request.headBytes} bytes, the server wrote this reply and closed (Connection: close).
 `;
+}
+
+/** The protocol row of the page. */
+function protocolOf(info: PageInfo): string {
+  return info.transport === "TCP"
+    ? "TCP"
+    : "a Unix stream socket (no TCP, no IP: the kernel copies the bytes)";
+}
+
+/** What the page says about the client's end of the socket pair. */
+function aboutYourEnd(info: PageInfo): string {
+  return info.transport === "TCP"
+    ? `The client port is not the one in the address bar: your OS picked a free "ephemeral" port for your end of the connection. Reload and it changes; the server's port stays.`
+    : `Your end of a Unix socket has no name (no port, no path): only the server's end is bound, to the path your client connected to. The file's permissions decided whether you could connect.`;
+}
+
+/** How the connection was opened, for the page. */
+function handshakeOf(info: PageInfo): string {
+  return info.transport === "TCP"
+    ? "SYN, SYN-ACK, ACK, the TCP handshake"
+    : "connect() on the path; no packets, no handshake on any wire";
 }
 
 // Run as a program (not imported): main and the plumbing it uses are below
@@ -442,14 +491,17 @@ export async function main(args: string[]): Promise<number> {
     await writeStdout(USAGE + "\n");
     return 0;
   }
-  const listener = listenHttp(options);
+  const listener = options.unix !== null
+    ? await listenHttpUnix(options.unix)
+    : listenHttp(options);
   // Ctrl-C (SIGINT) and `kill` (SIGTERM) stop the server cleanly. Listen
   // for them before saying we listen: whoever reads that line may stop us.
   const stop = new AbortController();
   const force = new AbortController();
   const removeSignals = onStopSignals(() => stop.abort(), () => force.abort());
   try {
-    log(`tcp listening on ${formatAddr(listener.addr)}`);
+    const proto = listener.addr.transport; // "tcp" or "unix"
+    log(`${proto} listening on ${formatAddr(listener.addr)}`);
     const s = await serveHttp(listener, {
       ...options,
       grace: GRACE_SECONDS,
@@ -475,6 +527,16 @@ export function parseHttpArgs(args: string[]): HttpOptions | "help" {
   const { values: v } = parseFlags(args, FLAGS);
   if (v.help) return "help";
   const o = { ...DEFAULTS };
+  if (v.unix !== undefined) {
+    if (v.hostname !== undefined || v.port !== undefined) {
+      throw new UsageError(
+        `--unix PATH replaces --hostname and --port (a Unix socket is ` +
+          `named by a path, not an address and port): give one or the other`,
+      );
+    }
+    if (v.unix === "") throw new UsageError(`--unix needs a path`);
+    o.unix = v.unix;
+  }
   if (v.hostname !== undefined) o.hostname = parseHostname(v.hostname);
   if (v.port !== undefined) o.port = parseInteger("--port", v.port, 0, 65535);
   if (v["max-connections"] !== undefined) {
@@ -502,6 +564,7 @@ export function parseHttpArgs(args: string[]): HttpOptions | "help" {
 const FLAGS = {
   hostname: { type: "string" },
   port: { type: "string" },
+  unix: { type: "string" },
   "max-connections": { type: "string" },
   "idle-timeout": { type: "string" },
   "head-timeout": { type: "string" },
@@ -517,6 +580,8 @@ export interface HttpOptions {
   hostname: string;
   /** Port to bind; 0 asks the OS for a free one. */
   port: number;
+  /** A Unix socket's path to listen on instead (null: TCP). */
+  unix: string | null;
   /** Connections served at once; one more is closed at once. */
   maxConnections: number;
   /** Seconds a connection may move no bytes before it is closed (0: never). */
@@ -535,6 +600,7 @@ export interface HttpOptions {
 export const DEFAULTS: HttpOptions = {
   hostname: "127.0.0.1",
   port: 8080,
+  unix: null,
   maxConnections: 1000,
   idleTimeout: 30,
   headTimeout: 10,
@@ -548,6 +614,7 @@ export const GRACE_SECONDS = 5;
 
 /** The usage text printed by `--help` and after a bad flag. */
 export const USAGE = `usage: deno run --allow-net=127.0.0.1 http.ts [options]
+       deno run --allow-read=PATH --allow-write=PATH --allow-net=unix:PATH http.ts --unix PATH [options]
 
 A web server written by hand on a TCP socket: each connection gets one
 HTTP/1.1 exchange, a page that shows the socket pair and the request.
@@ -559,6 +626,13 @@ options:
                         needs --allow-net=0.0.0.0
   --port N              port to bind, 0..65535; 0 picks a free one
                         (default ${DEFAULTS.port})
+  --unix PATH           listen on a Unix stream socket at PATH instead of
+                        --hostname and --port (curl --unix-socket PATH
+                        http://localhost/). A stale socket file nobody
+                        listens on is replaced, any other file left alone;
+                        the file goes when the server stops. Deno needs
+                        --allow-read=PATH --allow-write=PATH
+                        --allow-net=unix:PATH (an absolute path after unix:)
   --max-connections N   connections served at once; more are closed at
                         once (default ${DEFAULTS.maxConnections})
   --idle-timeout S      close a connection that moves no bytes for S
@@ -568,12 +642,14 @@ options:
                         of connecting, else 408; 0 never (default ${DEFAULTS.headTimeout})
   --quiet               no log line per exchange
   --trace               one line per read and write: "tcp #N read 78 bytes"
+                        ("unix #N ..." with --unix)
   --hex                 also dump those bytes as xxd does (implies --trace)
   --help                show this help
 
 A connection that sends nothing (a browser's spare) times out silently, no 408.
 
-The first line of output is "tcp listening on HOST:PORT". Ctrl-C (or
+The first line of output is "tcp listening on HOST:PORT" ("unix listening
+on PATH" with --unix). Ctrl-C (or
 SIGTERM) stops accepting, gives exchanges in flight up to ${GRACE_SECONDS} s, prints a
 summary; a second Ctrl-C closes them at once.`;
 
@@ -601,9 +677,9 @@ export interface ServeHttpOptions extends
   warn?: (line: string) => void;
 }
 
-/** What the accept loop needs of a listener (a `Deno.TcpListener`). */
+/** What the accept loop needs of a listener (TCP, or a Unix socket's). */
 export interface Listener {
-  accept(): Promise<Deno.TcpConn>;
+  accept(): Promise<Deno.Conn>;
   close(): void;
 }
 
@@ -663,7 +739,7 @@ class HttpServer {
    * the client sees the end (instead of waiting in the queue) and the
    * connections we have keep going.
    */
-  admit(conn: Deno.TcpConn): Admitted | undefined {
+  admit(conn: Deno.Conn): Admitted | undefined {
     const local = formatAddr(conn.localAddr);
     const remote = formatAddr(conn.remoteAddr);
     const { maxConnections, headTimeout, idleTimeout, trace, hex } =
@@ -687,7 +763,9 @@ class HttpServer {
         headTimeout,
         idleTimeout,
         signal: stop.signal,
-        trace: trace ? tracer(this.#print, `tcp #${id} `, hex) : undefined,
+        trace: trace
+          ? tracer(this.#print, `${conn.localAddr.transport} #${id} `, hex)
+          : undefined,
       },
     };
   }
@@ -1056,6 +1134,8 @@ interface Reply {
 interface PageInfo {
   client: string;
   server: string;
+  /** How the connection came: over TCP, or a Unix socket (a path). */
+  transport: "TCP" | "Unix socket";
   request: HttpRequest;
 }
 
@@ -1185,11 +1265,12 @@ export function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
+/** `HOST:PORT` (`[::1]:8080`), or a Unix socket's path or `(unnamed)`. */
 export function formatAddr(
   addr: Deno.Addr | { hostname: string; port: number },
 ): string {
-  if (!("hostname" in addr)) return "path" in addr ? addr.path : addr.transport;
+  if ("path" in addr) return addr.path || "(unnamed)"; // a client's end
+  if (!("hostname" in addr)) return addr.transport;
   return addr.hostname.includes(":")
     ? `[${addr.hostname}]:${addr.port}`
     : `${addr.hostname}:${addr.port}`;
@@ -1233,6 +1314,65 @@ export function explainListenError(
   }
   return `cannot listen on ${where}: ${message}`;
 }
+
+/**
+ * Bind a Unix socket at `path` with `bind`. A killed server leaves its
+ * socket file, and a bind there is "in use": if nobody is bound to it (a
+ * stream connect is refused), it is stale: removed, `note` says so, and
+ * bound again. A socket in use, or a file that is not a socket, stays.
+ */
+export async function bindUnix<T>(
+  path: string,
+  bind: () => T,
+  note: (line: string) => void,
+): Promise<T> {
+  try {
+    try {
+      return bind();
+    } catch (err) {
+      const info = err instanceof Deno.errors.AddrInUse &&
+        await Deno.lstat(path);
+      if (!info || !info.isSocket) throw info || err;
+      const stale = await Deno.connect({ transport: "unix", path }).then(
+        (conn) => conn.close(),
+        (e) => e instanceof Deno.errors.ConnectionRefused,
+      );
+      if (!stale) throw err;
+      await Deno.remove(path);
+      note(`note: removed stale socket file ${path} (nobody listened)`);
+    }
+    return bind();
+  } catch (err) {
+    const why = unixReason(err, path);
+    throw new Error(`cannot listen on unix ${path}: ${why}`, { cause: err });
+  }
+}
+
+/**
+ * What went wrong on both ends of a Unix socket: `err`, or the FileInfo of
+ * a file in the way. (Deno 2.9 wants read, write and net's `unix:` grants.)
+ */
+export function unixReason(err: unknown, path: string): string {
+  const f = err as Partial<Deno.FileInfo>;
+  const abs = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  const bytes = new TextEncoder().encode(path).length;
+  const kind = f.isDirectory ? "a directory" : "a file";
+  return err instanceof Deno.errors.NotCapable
+    ? `Deno has no permission for it; run again with --allow-read=${path} --allow-write=${path} --allow-net=unix:${abs}`
+    : err instanceof Deno.errors.AddrInUse
+    ? "it is in use: a program is bound to it; stop that one, or choose another path"
+    : err instanceof Deno.errors.PermissionDenied
+    ? "permission denied (to listen, this user needs write permission on the folder; to connect, on the socket file): choose a folder you can write to, or ask the socket's owner"
+    : f.isSocket === false
+    ? `${kind} is there, not a socket (only a stale socket file is replaced); choose another path`
+    : bytes > UNIX_PATH_MAX
+    ? `the path is ${bytes} bytes, and a Unix socket's holds at most ${UNIX_PATH_MAX} on Linux; choose a shorter one, e.g. in /tmp`
+    : errorText(err);
+}
+
+// A Unix socket's path is at most this many bytes on Linux (sun_path holds
+// 108, with the NUL that ends it); Deno refuses a longer one.
+export const UNIX_PATH_MAX = 107;
 
 /**
  * Whether a failed `accept()` belongs to one client only: it connected and

@@ -22,13 +22,32 @@
  *   or no route leads to it), and a timeout (the SYN is dropped: a full
  *   listen queue here; a firewall's DROP rule looks the same).
  *
- * Everything happens inside the two namespaces, on addresses from
+ * Two more parts, each a run of its own:
+ *
+ *   deno task lab --dead-peer      (about 20 s)
+ *   deno task lab --one-to-many    (about 10 s)
+ *
+ * - `--dead-peer`: a connection whose peer goes away without a word (its
+ *   cable pulled, or its program frozen). Without keepalive the server
+ *   keeps it for ever; with `server.ts --keepalive` the kernel probes the
+ *   quiet connection and gives up on it (the clock shortened here to
+ *   seconds, inside host A only); an idle timeout, the application's own
+ *   clock, catches what keepalive cannot: a frozen program on a live host.
+ * - `--one-to-many`: four hosts on one switch (a Linux bridge, in a
+ *   namespace of its own). One datagram to a multicast group reaches the
+ *   hosts that joined it and not the one that did not; one to the link's
+ *   broadcast address reaches every host; and chat.ts shows what one to
+ *   many costs over TCP: a copy of each line per connection.
+ *
+ * Everything happens inside the lab's own namespaces, on addresses from
  * 198.18.0.0/15, the range RFC 2544 keeps for benchmarks (never routed on
- * the internet); the machine's own interfaces and routes are never
- * touched. The lab removes all it made (namespaces, the veth pair, the
- * processes) when it ends, also on Ctrl-C or an error. It needs Linux,
- * root and the `ip` command (iproute2); it runs server.ts, client.ts and
- * udp.ts from its own folder, as processes, the way you would type them.
+ * the internet), and groups from 239.255.0.0/16; the machine's own
+ * interfaces, routes and sysctls are never touched. The lab removes all it
+ * made (namespaces, cables, processes) when it ends, also on Ctrl-C or an
+ * error. It needs Linux,
+ * root and the `ip` command (iproute2); it runs server.ts, client.ts,
+ * udp.ts and chat.ts from its own folder, as processes, the way you would
+ * type them.
  *
  * Try it by hand afterwards (as root), the same steps the lab takes:
  *
@@ -40,6 +59,22 @@
  *   ip netns exec a deno run --allow-net server.ts --hostname 0.0.0.0 --port 9000
  *   ip netns exec b deno run --allow-net client.ts --hostname 198.18.0.1 --port 9000 hi
  *   ip netns del a; ip netns del b       (the veth pair goes with them)
+ *
+ * A dead peer by hand, on the same two hosts (keepalive's clock in A only):
+ *
+ *   ip netns exec a sysctl -w net.ipv4.tcp_keepalive_time=2 \
+ *     net.ipv4.tcp_keepalive_intvl=1 net.ipv4.tcp_keepalive_probes=3
+ *   ip netns exec a deno run --allow-net server.ts --hostname 0.0.0.0 --port 9000 --keepalive
+ *   ip netns exec b deno run --allow-net client.ts --hostname 198.18.0.1 --port 9000
+ *   (type hello, then in a third terminal:)  ip -n b link set vb down
+ *
+ * A switch by hand: a bridge in a namespace of its own, a cable per host:
+ *
+ *   ip netns add s; ip -n s link add br0 type bridge; ip -n s link set br0 up
+ *   ip netns add c; ip -n s link add port-c type veth peer name vc netns c
+ *   ip -n s link set port-c master br0; ip -n s link set port-c up
+ *   ip -n c addr add 198.18.0.3/24 dev vc; ip -n c link set vc up
+ *   ip -n c route add 224.0.0.0/4 dev vc       (where multicast goes)
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 
@@ -78,6 +113,8 @@ export interface Host {
   link: string;
   /** Its address on the link. */
   addr: string;
+  /** On a switch (--one-to-many): the switch's end of its cable. */
+  port?: string;
 }
 
 /** The two hosts of this run, named after our process id. */
@@ -89,18 +126,23 @@ export function labHosts(id = Deno.pid): { a: Host; b: Host } {
 }
 
 /**
- * Build the two hosts. A namespace starts with nothing but a loopback
- * interface that is DOWN: even 127.0.0.1 does not work until `lo` is up.
- * The veth pair is a cable with two ends; each end moves into one host.
+ * A namespace starts with nothing but a loopback interface that is DOWN:
+ * even 127.0.0.1 does not work until `lo` is up.
+ */
+async function addNamespace(lab: Lab, netns: string): Promise<void> {
+  await lab.ip(
+    `netns add ${netns}`,
+    (why) =>
+      `cannot create a network namespace (${why}); inside a container this needs --privileged (CAP_SYS_ADMIN); try a root shell on a Linux machine or VM`,
+  );
+}
+
+/**
+ * Build the two hosts. The veth pair is a cable with two ends; each end
+ * moves into one host.
  */
 async function buildHosts(lab: Lab, a: Host, b: Host): Promise<void> {
-  for (const h of [a, b]) {
-    await lab.ip(
-      `netns add ${h.netns}`,
-      (why) =>
-        `cannot create a network namespace (${why}); inside a container this needs --privileged (CAP_SYS_ADMIN); try a root shell on a Linux machine or VM`,
-    );
-  }
+  for (const h of [a, b]) await addNamespace(lab, h.netns);
   // The cable: two interfaces made as a pair, still in this machine's
   // namespace for a moment (they are down and have no address: harmless).
   await lab.ip(`link add ${a.link} type veth peer name ${b.link}`);
@@ -304,16 +346,425 @@ async function threeFailures(lab: Lab, a: Host, b: Host): Promise<void> {
   ]);
 }
 
+// ───── dead peers: the other end went away without a word ─────
+
+/**
+ * Host A's keepalive clock, in seconds, set inside host A only (`ip netns
+ * exec A sysctl -w ...`: the machine's own stays as it is). Linux's
+ * defaults are 7200, 75 and 9: two hours of silence before the first
+ * probe, then up to nine probes 75 s apart, 2 h 11 min in all. Here: 2 s
+ * of silence, then a probe a second, and three unanswered ones end it.
+ */
+const KEEPALIVE = { time: 2, intvl: 1, probes: 3 };
+/** How long we watch server.ts's log for its close line once B is gone. */
+const WATCH_S = 10;
+/** An idle timeout long enough to stay out of the way: an hour. */
+const LONG_IDLE_S = 3600;
+/** The application's own clock: close a connection quiet this long. */
+const SHORT_IDLE_S = 3;
+
+/** One server.ts in A for the dead-peer table: its flags and its port. */
+interface Watched {
+  flags: string;
+  port: number;
+  server: Started;
+}
+
+/** A connection from B, open and quiet: its client, and B's end of it. */
+interface Quiet {
+  talk: Talk;
+  /** B's address:port, as server.ts's open line names it. */
+  remote: string;
+  /** Where that open line is in server.ts's log. */
+  from: number;
+}
+
+/** What server.ts did once B was gone: its close line's time and reason. */
+export interface Noticed {
+  /** Seconds from B going away to server.ts's close line; null: still open. */
+  seconds: number | null;
+  /** The reason at the end of the close line. */
+  reason: string;
+}
+
+/**
+ * The dead-peer table. client.ts in B opens a connection to each of three
+ * server.ts in A (no keepalive; keepalive; a short idle timeout), says
+ * hello and goes quiet. Then B goes away, twice: its cable pulled (B's end
+ * of the veth pair down: no FIN, no RST, nothing at all crosses), then,
+ * cable back in, its program frozen (SIGSTOP: the program stops, but B's
+ * kernel still answers for its sockets). Each time, for WATCH_S seconds,
+ * we read server.ts's log for the connection's close line.
+ */
+async function deadPeers(lab: Lab, a: Host, b: Host): Promise<void> {
+  // Keepalive is the kernel's: it probes, so the prober's clock counts.
+  await lab.sysctl(a, {
+    "net.ipv4.tcp_keepalive_time": KEEPALIVE.time,
+    "net.ipv4.tcp_keepalive_intvl": KEEPALIVE.intvl,
+    "net.ipv4.tcp_keepalive_probes": KEEPALIVE.probes,
+  });
+  const kinds = [
+    `--idle-timeout ${LONG_IDLE_S}`,
+    `--idle-timeout ${LONG_IDLE_S} --keepalive`,
+    `--idle-timeout ${SHORT_IDLE_S}`,
+  ];
+  const watched: Watched[] = await Promise.all(kinds.map(async (flags, i) => {
+    const port = PORT + i;
+    const server = await lab.startServer(a, "server.ts", [
+      ...["--hostname", a.addr, "--port", `${port}`],
+      ...flags.split(" "),
+    ]);
+    if (!server.listening) {
+      throw new Error(`server.ts ${flags} did not start: ${server.error}`);
+    }
+    return { flags, port, server };
+  }));
+
+  // 1. B's cable pulled. A's end of the pair loses its carrier, and that
+  // is all: no packet tells A's TCP that anything happened.
+  const cut = await Promise.all(watched.map((w) => openQuiet(lab, a, b, w)));
+  await lab.ip(`-n ${b.netns} link set ${b.link} down`);
+  const cutAt = performance.now();
+  const afterCut = await Promise.all(
+    watched.map((w, i) => noticed(w, cut[i], cutAt)),
+  );
+  // The cable back in: the connection no one gave up on still works; the
+  // one keepalive ended is unknown to A now, and A's kernel says so (RST).
+  await lab.ip(`-n ${b.netns} link set ${b.link} up`);
+  const again = await Promise.all([cut[0], cut[1]].map((q) => sayAgain(q)));
+  for (const q of cut) await lab.stop(q.talk.child);
+
+  // 2. B's program frozen (what Ctrl-Z does): B's kernel is alive and
+  // still ACKs for the socket, keepalive probes included.
+  const frozen = await Promise.all(
+    watched.map((w) => openQuiet(lab, a, b, w)),
+  );
+  for (const q of frozen) lab.freeze(q.talk.child);
+  const frozenAt = performance.now();
+  const afterFreeze = await Promise.all(
+    watched.map((w, i) => noticed(w, frozen[i], frozenAt)),
+  );
+  for (const q of frozen) await lab.stop(q.talk.child);
+  for (const w of watched) await lab.stop(w.server.child);
+
+  printDeadPeers(
+    watched.map((w, i) => ({
+      flags: w.flags,
+      cut: afterCut[i],
+      frozen: afterFreeze[i],
+    })),
+    again,
+    b,
+  );
+}
+
+/**
+ * client.ts in B, netcat mode (no MESSAGE: stdin to the socket, the socket
+ * to stdout), stdin kept open: connect to `w`, say hello, read the echo.
+ * Then the connection is quiet, as a session waiting for its user is.
+ */
+async function openQuiet(
+  lab: Lab,
+  a: Host,
+  b: Host,
+  w: Watched,
+): Promise<Quiet> {
+  const from = w.server.log.lines.length;
+  const talk = lab.talk(b, "client.ts", [
+    ...["--hostname", a.addr, "--port", `${w.port}`],
+  ]);
+  const open = await w.server.log.waitFor(
+    /^tcp open local \S+ remote (\S+)/,
+    START_TIMEOUT_MS,
+    from,
+  );
+  if (!open) {
+    throw new Error(
+      `client.ts in B did not connect to server.ts ${w.flags}: ${await talk
+        .error()}`,
+    );
+  }
+  await talk.say("hello\n");
+  if (!await talk.out.waitFor(/^hello$/, START_TIMEOUT_MS)) {
+    throw new Error(
+      `server.ts ${w.flags} did not echo: ${await talk.error()}`,
+    );
+  }
+  return {
+    talk,
+    remote: /remote (\S+)/.exec(open.text)![1],
+    from: open.index,
+  };
+}
+
+/** Wait (to WATCH_S after `since`) for server.ts's close line of `q`. */
+async function noticed(w: Watched, q: Quiet, since: number): Promise<Noticed> {
+  const escaped = q.remote.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const left = WATCH_S * 1000 - (performance.now() - since);
+  const line = await w.server.log.waitFor(
+    new RegExp(`^tcp close local \\S+ remote ${escaped} `),
+    left,
+    q.from,
+  );
+  if (!line) return { seconds: null, reason: "" };
+  return {
+    seconds: (line.at - since) / 1000,
+    reason: / bytes: (.*)$/.exec(line.text)?.[1] ?? "(no reason given)",
+  };
+}
+
+/** After the cable is back: B types a line; the echo, or client.ts's error. */
+async function sayAgain(q: Quiet): Promise<string> {
+  const text = "still there?";
+  await q.talk.say(`${text}\n`);
+  const echo = await Promise.race([
+    q.talk.out.waitFor(new RegExp(`^${text.replace("?", "\\?")}$`), 10_000),
+    q.talk.child.status.then(() => undefined),
+  ]);
+  return echo ? "echoed" : await q.talk.error();
+}
+
+// ───── one to many: multicast, broadcast, and chat over TCP ─────
+
+/** Hosts C and D: the one-to-many part has four hosts on a switch. */
+export const C_ADDR = "198.18.0.3";
+export const D_ADDR = "198.18.0.4";
+/**
+ * The group. 239.255.0.0/16 is IPv4's organization-local multicast scope
+ * (RFC 2365): multicast's private range, for use inside one site.
+ */
+export const GROUP = "239.255.0.1";
+/** The link's broadcast address: the /24's last one, "every host here". */
+export const BROADCAST = "198.18.0.255";
+/**
+ * Every multicast group lives in 224.0.0.0/4. A host needs a route there
+ * to send to a group or to join one (it says which interface); a real
+ * host's default route covers it, our hosts have none.
+ */
+const MULTICAST_NET = "224.0.0.0/4";
+/** udp.ts send: how long to collect replies from a group. */
+const GROUP_TIMEOUT_MS = 1000;
+/** How long a host's udp.ts serve may take to log a datagram that came. */
+const LOG_WAIT_MS = 1000;
+
+/** The switch: a namespace holding one bridge, a port per host. */
+export interface Switch {
+  netns: string;
+  bridge: string;
+}
+
+/** The four hosts and the switch of this run, named after our process id. */
+export function switchedHosts(id = Deno.pid): { hosts: Host[]; sw: Switch } {
+  const hosts = [["A", A_ADDR], ["B", B_ADDR], ["C", C_ADDR], ["D", D_ADDR]]
+    .map(([label, addr]) => {
+      const x = label.toLowerCase();
+      return {
+        label,
+        netns: `lab-${id}-${x}`,
+        link: `lab${id}${x}`,
+        addr,
+        port: `port-${x}`,
+      };
+    });
+  return { hosts, sw: { netns: `lab-${id}-s`, bridge: "br0" } };
+}
+
+/**
+ * Build the switch and its hosts. A bridge is a switch in software: it
+ * learns which address is behind which port and forwards frames there;
+ * broadcast, and multicast it knows nothing about, go out of every port.
+ * Each cable (veth pair) is made inside the switch with its other end put
+ * straight into the host: nothing appears in this machine's namespace.
+ */
+async function buildSwitch(lab: Lab, sw: Switch, hosts: Host[]) {
+  await addNamespace(lab, sw.netns);
+  await lab.ip(
+    `-n ${sw.netns} link add ${sw.bridge} type bridge`,
+    (why) =>
+      `cannot create a bridge (${why}); the kernel needs bridge support: modprobe bridge`,
+  );
+  await lab.ip(`-n ${sw.netns} link set ${sw.bridge} up`);
+  for (const h of hosts) {
+    await addNamespace(lab, h.netns);
+    await lab.ip(
+      `-n ${sw.netns} link add ${h.port} type veth peer name ${h.link} netns ${h.netns}`,
+    );
+    await lab.ip(`-n ${sw.netns} link set ${h.port} master ${sw.bridge}`);
+    await lab.ip(`-n ${sw.netns} link set ${h.port} up`);
+    await lab.ip(`-n ${h.netns} addr add ${h.addr}/${PREFIX} dev ${h.link}`);
+    await lab.ip(`-n ${h.netns} link set ${h.link} up`);
+    await lab.ip(`-n ${h.netns} link set lo up`);
+    await lab.ip(`-n ${h.netns} route add ${MULTICAST_NET} dev ${h.link}`);
+  }
+}
+
+/** One host's udp.ts serve in the one-to-many table. */
+interface Receiver {
+  host: Host;
+  join: boolean;
+  server: Started;
+}
+
+/** A datagram udp.ts send sent: where to, what it printed, who logged it. */
+export interface Sent {
+  to: string;
+  what: string;
+  /** udp.ts send's stdout lines (the replies) and its error line, if any. */
+  printed: string[];
+  /** Per receiver: whether its udp.ts serve logged the datagram. */
+  got: boolean[];
+}
+
+/** What one client read in the chat: one line. */
+export interface Heard {
+  who: string;
+  line: string;
+}
+
+/**
+ * One to many, two ways. UDP: udp.ts serve in B, C and D (bound to
+ * 0.0.0.0: a socket bound to one unicast address gets no multicast or
+ * broadcast); B and C join the group, D does not. udp.ts send in A sends
+ * one datagram to the group, then one to the broadcast address, and each
+ * server's log says whether it came. TCP: chat.ts in A, client.ts in B, C
+ * and D; a line from B is read by C and D, and not by B.
+ */
+async function oneToMany(lab: Lab, hosts: Host[]): Promise<void> {
+  const [a, b, c, d] = hosts;
+  const receivers: Receiver[] = await Promise.all(
+    [{ host: b, join: true }, { host: c, join: true }, {
+      host: d,
+      join: false,
+    }].map(async (r) => {
+      const server = await lab.startServer(r.host, "udp.ts", [
+        ...["serve", "--hostname", "0.0.0.0", "--port", `${PORT}`],
+        ...(r.join ? ["--join", GROUP] : []),
+      ]);
+      if (!server.listening) {
+        throw new Error(
+          `udp.ts serve in host ${r.host.label} did not start: ${server.error}`,
+        );
+      }
+      return { ...r, server };
+    }),
+  );
+
+  const sends: Sent[] = [];
+  for (
+    const [to, what, extra] of [
+      [GROUP, "the group", ["--ttl", "1"]], // TTL 1: this link only
+      [BROADCAST, "the broadcast address", []],
+    ] as const
+  ) {
+    const marks = receivers.map((r) => r.server.log.lines.length);
+    const run = await lab.run(a, "udp.ts", [
+      ...["send", "--hostname", to, "--port", `${PORT}`, ...extra],
+      ...["--timeout", `${GROUP_TIMEOUT_MS}`, `hello, ${what}`],
+    ]);
+    // udp.ts send is done (it collected replies for a second): whatever
+    // reached a server is in its log by now, or within a moment.
+    const got = await Promise.all(receivers.map(async (r, i) =>
+      Boolean(
+        await r.server.log.waitFor(
+          new RegExp(
+            `^udp datagram .* remote ${a.addr.replaceAll(".", "\\.")}:`,
+          ),
+          LOG_WAIT_MS,
+          marks[i],
+        ),
+      )
+    ));
+    const printed = run.out.split("\n").filter((l) => l.trim());
+    if (run.code !== 0) printed.push(run.error);
+    sends.push({ to, what, printed, got });
+  }
+  for (const r of receivers) await lab.stop(r.server.child);
+
+  const heard = await chat(lab, a, [b, c, d]);
+  printOneToMany(receivers, sends, heard, a);
+}
+
+/**
+ * chat.ts in A, client.ts in `clients` (netcat mode, stdin open). Each
+ * client waits for its welcome; then the first says a line, the second
+ * answers. Returns the lines read, in order, per client.
+ */
+async function chat(lab: Lab, a: Host, clients: Host[]): Promise<Heard[]> {
+  const server = await lab.startServer(a, "chat.ts", [
+    ...["--hostname", a.addr, "--port", `${PORT}`],
+  ]);
+  if (!server.listening) {
+    throw new Error(`chat.ts did not start: ${server.error}`);
+  }
+  const talks = clients.map((h) =>
+    lab.talk(h, "client.ts", ["--hostname", a.addr, "--port", `${PORT}`])
+  );
+  for (const [i, t] of talks.entries()) {
+    if (!await t.out.waitFor(/^\* you are /, START_TIMEOUT_MS)) {
+      throw new Error(
+        `client.ts in host ${
+          clients[i].label
+        } was not welcomed by chat.ts: ${await t
+          .error()}`,
+      );
+    }
+  }
+  const heard: Heard[] = [];
+  const said = [
+    { from: 0, text: `hello from ${clients[0].label}` },
+    { from: 1, text: `hi ${clients[0].label}, ${clients[1].label} here` },
+  ];
+  for (const { from, text } of said) {
+    heard.push({ who: `${clients[from].label} says`, line: text });
+    await talks[from].say(`${text}\n`);
+    for (const [i, t] of talks.entries()) {
+      if (i === from) continue;
+      const line = await t.out.waitFor(
+        new RegExp(`: ${text}$`),
+        START_TIMEOUT_MS,
+      );
+      heard.push({
+        who: `${clients[i].label} reads`,
+        line: line?.text ?? `(nothing within ${START_TIMEOUT_MS} ms)`,
+      });
+    }
+  }
+  // Everything the first client read: its own line must not be there.
+  const own = talks[0].out.lines.some((l) => l.text.endsWith(said[0].text));
+  heard.push({
+    who: `${clients[0].label} got its own line back`,
+    line: own ? "yes" : "no",
+  });
+  for (const t of talks) await lab.stop(t.child);
+  await lab.stop(server.child);
+  return heard;
+}
+
 /**
  * The lab from start to end: check, build, show, and (always) remove.
  * Returns the exit code; throws an Error with a plain reason.
  */
 export async function lab(options: LabOptions): Promise<number> {
-  const { a, b } = labHosts();
-  await preflight(a, b);
+  const { part } = options;
+  const pair = labHosts();
+  const switched = switchedHosts();
+  const hosts = part === "one-to-many" ? switched.hosts : [pair.a, pair.b];
+  const netns = hosts.map((h) => h.netns);
+  if (part === "one-to-many") netns.push(switched.sw.netns);
+  // A veth end that never reached its namespace (an error mid-build).
+  const links = hosts.map((h) => h.link);
+  await preflight(part, netns);
   const run = new Lab(options);
-  const removeListener = removeAllOnSignals(run, [a, b]);
+  const removeListener = removeAllOnSignals(run, netns, links);
   try {
+    if (part === "one-to-many") {
+      printSwitch(switched.sw, hosts);
+      await buildSwitch(run, switched.sw, hosts);
+      console.log();
+      await oneToMany(run, hosts);
+      return 0;
+    }
+    const { a, b } = pair;
     console.log(
       `two hosts in network namespaces, joined by a veth pair (${LINK_NET}):`,
     );
@@ -323,6 +774,14 @@ export async function lab(options: LabOptions): Promise<number> {
       );
     }
     await buildHosts(run, a, b);
+    if (part === "dead-peer") {
+      console.log(
+        `  in host A only: net.ipv4.tcp_keepalive_time=${KEEPALIVE.time}, tcp_keepalive_intvl=${KEEPALIVE.intvl}, tcp_keepalive_probes=${KEEPALIVE.probes}`,
+      );
+      console.log();
+      await deadPeers(run, a, b);
+      return 0;
+    }
 
     // What A's host name means inside A: the namespace has its own network
     // but reads the same /etc/hosts as this machine.
@@ -341,7 +800,7 @@ export async function lab(options: LabOptions): Promise<number> {
     return 0;
   } finally {
     removeListener();
-    await run.removeAll([a, b]);
+    await run.removeAll(netns, links);
   }
 }
 
@@ -355,29 +814,51 @@ if (import.meta.main) addEventListener("load", () => runMain(main, USAGE));
 export interface LabOptions {
   /** Print each `ip` and `deno` command as it runs. */
   verbose: boolean;
+  /** Which lab: who can reach you (the default), dead peers, one to many. */
+  part: LabPart;
 }
 
+/** The three runs of the lab. */
+export type LabPart = "reach" | "dead-peer" | "one-to-many";
+
 /** The usage text printed by `--help` and after a bad flag. */
-export const USAGE = `usage: deno task lab [--verbose]
-       deno run --allow-run --allow-read --allow-env lab.ts [--verbose]
+export const USAGE =
+  `usage: deno task lab [--dead-peer | --one-to-many] [--verbose]
+       deno run --allow-run --allow-read --allow-env lab.ts [--dead-peer | --one-to-many] [--verbose]
 
 Builds two hosts, A (${A_ADDR}) and B (${B_ADDR}), from two Linux network
 namespaces joined by a veth pair, runs server.ts and udp.ts in A bound to
 127.0.0.1, to A's link address, to 0.0.0.0 and to A's host name, and tries
 each from A and from B with client.ts and udp.ts send. Prints what reached
 what, then the three ways a connect fails: refused, no route, timeout.
-Removes everything it made when it ends, also on Ctrl-C.
+Takes about 5 seconds.
 
-Needs Linux, root (for ip netns) and the ip command (iproute2). Uses only
-addresses from 198.18.0.0/15; never touches this machine's own interfaces
-or routes. Takes about 5 seconds.
+--dead-peer: client.ts in B holds a quiet connection to server.ts in A,
+then B's cable is pulled, or B's program frozen; prints how long server.ts
+took to notice, without keepalive, with --keepalive (the kernel's keepalive
+clock set to seconds inside A) and with a short --idle-timeout. About 20 s.
+
+--one-to-many: four hosts, A to D, on one switch (a bridge); one datagram
+from A to the group ${GROUP} (B and C joined it, D did not) and one
+to the broadcast address ${BROADCAST}, then chat.ts in A with a client
+in B, C and D. About 10 s.
+
+Removes everything it made when it ends, also on Ctrl-C. Needs Linux, root
+(for ip netns) and the ip command (iproute2); --dead-peer also sysctl
+(procps). Uses only addresses from 198.18.0.0/15 and groups from
+239.255.0.0/16; never touches this machine's own interfaces, routes or
+sysctls.
 
 options:
-  --verbose   print every ip, deno and kill command as it runs (copy them
-              to build the lab by hand)
-  --help      show this help`;
+  --dead-peer     the dead-peer run instead of the default one
+  --one-to-many   the one-to-many run instead of the default one
+  --verbose       print every ip, sysctl, deno and kill command as it runs
+                  (copy them to build the lab by hand)
+  --help          show this help`;
 
 const FLAGS = {
+  "dead-peer": { type: "boolean" },
+  "one-to-many": { type: "boolean" },
   verbose: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsOptionsConfig;
@@ -386,7 +867,17 @@ const FLAGS = {
 export function parseLabArgs(args: string[]): LabOptions | "help" {
   const { values } = parseFlags(args, FLAGS);
   if (values.help) return "help";
-  return { verbose: values.verbose ?? false };
+  if (values["dead-peer"] && values["one-to-many"]) {
+    throw new UsageError(
+      "--dead-peer and --one-to-many are two separate runs: give one of them",
+    );
+  }
+  const part: LabPart = values["dead-peer"]
+    ? "dead-peer"
+    : values["one-to-many"]
+    ? "one-to-many"
+    : "reach";
+  return { verbose: values.verbose ?? false, part };
 }
 
 /**
@@ -418,15 +909,22 @@ async function main(args: string[]): Promise<number> {
 // --- preflight: say why the lab cannot work, before making anything -------
 
 /** The scripts the lab runs, from lab.ts's own folder. */
-const SCRIPTS = ["server.ts", "client.ts", "udp.ts"];
+const SCRIPTS: Record<LabPart, string[]> = {
+  reach: ["server.ts", "client.ts", "udp.ts"],
+  "dead-peer": ["server.ts", "client.ts"],
+  "one-to-many": ["udp.ts", "chat.ts", "client.ts"],
+};
 
 function scriptPath(script: string): string {
   // A URL's path is percent-encoded ("My%20Projects"): decode it for a path.
   return decodeURIComponent(new URL(script, import.meta.url).pathname);
 }
 
-/** Where `ip` is: on PATH, or in /usr/sbin or /sbin (not on every PATH). */
-function findIp(): string | undefined {
+/**
+ * Where a system tool is (`ip`, `sysctl`): on PATH, or in /usr/sbin or
+ * /sbin (not on every PATH).
+ */
+function findTool(name: string): string | undefined {
   const dirs = [
     ...(Deno.env.get("PATH") ?? "").split(":").filter((d) => d),
     "/usr/sbin",
@@ -434,19 +932,19 @@ function findIp(): string | undefined {
   ];
   for (const dir of dirs) {
     try {
-      if (Deno.statSync(`${dir}/ip`).isFile) return `${dir}/ip`;
+      if (Deno.statSync(`${dir}/${name}`).isFile) return `${dir}/${name}`;
     } catch { /* not here */ }
   }
   return undefined;
 }
 
-async function preflight(a: Host, b: Host) {
+async function preflight(part: LabPart, netns: string[]) {
   if (Deno.build.os !== "linux") {
     throw new Error(
       `the lab needs Linux network namespaces, and this is ${Deno.build.os}; run it in a Linux VM (or WSL 2) as root`,
     );
   }
-  for (const script of SCRIPTS) {
+  for (const script of SCRIPTS[part]) {
     try {
       Deno.statSync(scriptPath(script));
     } catch (err) {
@@ -458,9 +956,14 @@ async function preflight(a: Host, b: Host) {
       );
     }
   }
-  if (!findIp()) {
+  if (!findTool("ip")) {
     throw new Error(
       "the ip command (iproute2) is not installed, or not in PATH, /usr/sbin or /sbin; install it (apt-get install iproute2) and try again",
+    );
+  }
+  if (part === "dead-peer" && !findTool("sysctl")) {
+    throw new Error(
+      "the sysctl command (procps) is not installed, or not in PATH, /usr/sbin or /sbin; install it (apt-get install procps) and try again",
     );
   }
   const uid = await output("id", ["-u"]).catch(() => "");
@@ -471,11 +974,12 @@ async function preflight(a: Host, b: Host) {
       }; run it as root: sudo "$(command -v deno)" task lab`,
     );
   }
-  const existing = await output(findIp()!, ["netns", "list"]).catch(() => "");
-  for (const h of [a, b]) {
-    if (existing.split(/\s+/).includes(h.netns)) {
+  const existing = await output(findTool("ip")!, ["netns", "list"])
+    .catch(() => "");
+  for (const ns of netns) {
+    if (existing.split(/\s+/).includes(ns)) {
       throw new Error(
-        `a namespace named ${h.netns} already exists (left by an earlier run?); remove it with: ip netns del ${h.netns}`,
+        `a namespace named ${ns} already exists (left by an earlier run?); remove it with: ip netns del ${ns}`,
       );
     }
   }
@@ -498,10 +1002,33 @@ async function output(command: string, args: string[]): Promise<string> {
 /** A server started by {@link Lab.startServer}. */
 interface Started {
   child: Deno.ChildProcess;
+  /** Its stdout, line by line: the listening line, then its log. */
+  log: LineLog;
   /** Its first stdout line, `tcp listening on HOST:PORT`, or "". */
   listening: string;
   /** Its `error:` line when it did not start. */
   error: string;
+}
+
+/** A client in a conversation, started by {@link Lab.talk}. */
+interface Talk {
+  child: Deno.ChildProcess;
+  /** What it printed: what came from the socket, line by line. */
+  out: LineLog;
+  /** Type `text` into its stdin (false if it is gone). */
+  say(text: string): Promise<boolean>;
+  /** Once it has ended: its `error:` line (or how it ended). */
+  error(): Promise<string>;
+}
+
+/** What a script run to its end by {@link Lab.run} did. */
+interface Ran {
+  code: number;
+  out: string;
+  /** Its `error:` line (or its first line on stderr), "" if none. */
+  error: string;
+  /** Wall time of the whole run, Deno's start-up included. */
+  ms: number;
 }
 
 /** How long a server may take to print its listening line. */
@@ -514,7 +1041,8 @@ const DENO_FLAGS = ["run", "--allow-net", "--unstable-net"];
  * processes, the namespaces and the veth pair.
  */
 class Lab {
-  #ip = findIp() ?? "ip";
+  #ip = findTool("ip") ?? "ip";
+  #sysctl = findTool("sysctl") ?? "sysctl";
   #children = new Set<Deno.ChildProcess>();
   #closing = false;
   #removed: Promise<void> | undefined;
@@ -526,6 +1054,8 @@ class Lab {
     const words = argv.map((w) =>
       w === this.#ip
         ? "ip"
+        : w === this.#sysctl
+        ? "sysctl"
         : w === Deno.execPath()
         ? "deno"
         : w.startsWith(scriptPath("."))
@@ -537,13 +1067,16 @@ class Lab {
     console.log(`  $ ${words.join(" ")}`);
   }
 
-  #spawn(argv: string[]): Deno.ChildProcess {
+  #spawn(
+    argv: string[],
+    stdin: "null" | "piped" = "null",
+  ): Deno.ChildProcess {
     if (this.#closing) throw new Error("the lab is being removed");
     this.#say(argv);
     const child = new Deno.Command(argv[0], {
       args: argv.slice(1),
       env: CHILD_ENV,
-      stdin: "null",
+      stdin,
       stdout: "piped",
       stderr: "piped",
     }).spawn();
@@ -609,7 +1142,12 @@ class Lab {
   }
 
   /** `ip netns exec NS deno run ... SCRIPT ARGS`: a script inside a host. */
-  #script(host: Host, script: string, args: string[]): Deno.ChildProcess {
+  #script(
+    host: Host,
+    script: string,
+    args: string[],
+    stdin: "null" | "piped" = "null",
+  ): Deno.ChildProcess {
     return this.#spawn([
       this.#ip,
       "netns",
@@ -619,7 +1157,26 @@ class Lab {
       ...DENO_FLAGS,
       scriptPath(script),
       ...args,
-    ]);
+    ], stdin);
+  }
+
+  /**
+   * Set kernel settings inside `host` only: `ip netns exec` runs sysctl in
+   * the host's namespace, where net.* settings are that namespace's own.
+   */
+  async sysctl(host: Host, settings: Record<string, number>): Promise<void> {
+    const pairs = Object.entries(settings).map(([k, v]) => `${k}=${v}`);
+    const { code, stderr } = await this.#spawn([
+      ...[this.#ip, "netns", "exec", host.netns, this.#sysctl, "-q", "-w"],
+      ...pairs,
+    ]).output();
+    if (code !== 0) {
+      throw new Error(
+        `sysctl in host ${host.label} failed: ${
+          new TextDecoder().decode(stderr).trim() || `exit ${code}`
+        }`,
+      );
+    }
   }
 
   /** Start a listening script in `host`; read its listening line. */
@@ -629,53 +1186,74 @@ class Lab {
     args: string[],
   ): Promise<Started> {
     const child = this.#script(host, script, args);
-    const stdout = lines(child.stdout);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const first = await Promise.race([
-      stdout.next(),
-      new Promise<{ done: true; value: undefined }>((resolve) => {
-        timer = setTimeout(() => {
-          try {
-            child.kill("SIGKILL");
-          } catch { /* gone */ }
-          resolve({ done: true, value: undefined });
-        }, START_TIMEOUT_MS);
-      }),
-    ]);
-    clearTimeout(timer);
-    const listening = first.done ? "" : first.value;
+    // Keep reading its output: an unread pipe fills up and blocks it.
+    const log = new LineLog(child.stdout);
+    const first = await log.waitFor(/^/, START_TIMEOUT_MS);
+    const listening = first?.text ?? "";
     if (/^(tcp|udp) listening on /.test(listening)) {
-      // Keep reading its output: an unread pipe fills up and blocks it.
-      (async () => {
-        for await (const _ of stdout) { /* its log lines: not needed */ }
-      })();
       child.stderr.pipeTo(new WritableStream()).catch(() => {});
-      return { child, listening, error: "" };
+      return { child, log, listening, error: "" };
     }
+    try {
+      child.kill("SIGKILL"); // silent for too long, or not a listening line
+    } catch { /* gone */ }
     await child.status;
     const err = await new Response(child.stderr).text();
     return {
       child,
+      log,
       listening: "",
       error: errorLine(err) ||
         `${script} printed no listening line within ${START_TIMEOUT_MS} ms`,
     };
   }
 
-  /** Run a client in `host` to its end: the echo, or its `error:` line. */
-  async probe(host: Host, script: string, args: string[]): Promise<Probe> {
-    const sent = args[args.length - 1];
+  /** Run a script in `host` to its end: its stdout and `error:` line. */
+  async run(host: Host, script: string, args: string[]): Promise<Ran> {
     const start = performance.now();
     const { code, stdout, stderr } = await this.#script(host, script, args)
       .output();
-    const ms = Math.round(performance.now() - start);
-    const out = new TextDecoder().decode(stdout);
+    return {
+      code,
+      out: new TextDecoder().decode(stdout),
+      error: errorLine(new TextDecoder().decode(stderr)),
+      ms: Math.round(performance.now() - start),
+    };
+  }
+
+  /** Run a client in `host` to its end: the echo, or its `error:` line. */
+  async probe(host: Host, script: string, args: string[]): Promise<Probe> {
+    const sent = args[args.length - 1];
+    const { code, out, error, ms } = await this.run(host, script, args);
     const ok = code === 0 && out === sent;
     return {
       ok,
-      error: ok ? "" : errorLine(new TextDecoder().decode(stderr)) ||
-        `exit ${code}, got ${JSON.stringify(out)}`,
+      error: ok ? "" : error || `exit ${code}, got ${JSON.stringify(out)}`,
       ms,
+    };
+  }
+
+  /**
+   * Start a client in `host` with its stdin open, as a person at a
+   * terminal runs it: type lines with `say`, read `out`.
+   */
+  talk(host: Host, script: string, args: string[]): Talk {
+    const child = this.#script(host, script, args, "piped");
+    const out = new LineLog(child.stdout);
+    const stderr = new Response(child.stderr).text().catch(() => "");
+    const stdin = child.stdin.getWriter();
+    stdin.closed.catch(() => {}); // it may end before we stop typing
+    const encoder = new TextEncoder();
+    return {
+      child,
+      out,
+      say: (text) =>
+        stdin.write(encoder.encode(text)).then(() => true, () => false),
+      error: async () => {
+        const { code, signal } = await child.status;
+        return errorLine(await stderr) ||
+          (signal ? `stopped by ${signal}` : `exit ${code}`);
+      },
     };
   }
 
@@ -729,12 +1307,12 @@ class Lab {
    * the namespaces (a veth end inside one goes with it) and a veth pair
    * that never made it into one.
    */
-  removeAll(hosts: Host[]): Promise<void> {
-    this.#removed ??= this.#removeAll(hosts);
+  removeAll(netns: string[], links: string[]): Promise<void> {
+    this.#removed ??= this.#removeAll(netns, links);
     return this.#removed;
   }
 
-  async #removeAll(hosts: Host[]): Promise<void> {
+  async #removeAll(netns: string[], links: string[]): Promise<void> {
     this.#closing = true;
     const children = [...this.#children];
     for (const child of children) {
@@ -754,27 +1332,25 @@ class Lab {
       return { code, out: new TextDecoder().decode(stdout) };
     };
     const names = (await quiet(["netns", "list"])).out;
-    for (const h of hosts) {
-      if (names.split(/\s+/).includes(h.netns)) {
-        for (
-          const pid of (await quiet(["netns", "pids", h.netns])).out.split(
-            /\s+/,
-          )
-        ) {
-          if (/^\d+$/.test(pid)) {
-            try {
-              Deno.kill(Number(pid), "SIGKILL");
-            } catch { /* gone */ }
-          }
-        }
-        if ((await quiet(["netns", "del", h.netns])).code !== 0) {
-          left.push(`ip netns del ${h.netns}`);
+    for (const ns of netns) {
+      if (!names.split(/\s+/).includes(ns)) continue;
+      const pids = (await quiet(["netns", "pids", ns])).out.split(/\s+/);
+      for (const pid of pids) {
+        if (/^\d+$/.test(pid)) {
+          try {
+            Deno.kill(Number(pid), "SIGKILL");
+          } catch { /* gone */ }
         }
       }
+      if ((await quiet(["netns", "del", ns])).code !== 0) {
+        left.push(`ip netns del ${ns}`);
+      }
+    }
+    for (const link of links) {
       // Only if it never moved into its namespace (an error mid-build).
-      if ((await quiet(["link", "show", h.link])).code === 0) {
-        if ((await quiet(["link", "del", h.link])).code !== 0) {
-          left.push(`ip link del ${h.link}`);
+      if ((await quiet(["link", "show", link])).code === 0) {
+        if ((await quiet(["link", "del", link])).code !== 0) {
+          left.push(`ip link del ${link}`);
         }
       }
     }
@@ -792,6 +1368,62 @@ class Lab {
 function errorLine(stderr: string): string {
   const all = stderr.split("\n").filter((l) => l.trim());
   return all.find((l) => l.startsWith("error:")) ?? all[0] ?? "";
+}
+
+/**
+ * A child's output, line by line, each line with the time it arrived, so
+ * that a lab part can wait for a line ("tcp close ...") and say when it
+ * came. Reads to the end of the stream: an unread pipe would block the
+ * child once full.
+ */
+class LineLog {
+  readonly lines: { text: string; at: number }[] = [];
+  #ended = false;
+  #wake = new Set<() => void>();
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    (async () => {
+      for await (const text of lines(stream)) {
+        this.lines.push({ text, at: performance.now() });
+        this.#notify();
+      }
+    })().catch(() => {}).finally(() => {
+      this.#ended = true;
+      this.#notify();
+    });
+  }
+
+  #notify() {
+    for (const wake of [...this.#wake]) wake();
+  }
+
+  /**
+   * The first line at index `from` or later that matches `re`, waiting up
+   * to `ms` for it; undefined if none came (or the stream ended first).
+   */
+  async waitFor(
+    re: RegExp,
+    ms: number,
+    from = 0,
+  ): Promise<{ text: string; at: number; index: number } | undefined> {
+    const deadline = performance.now() + ms;
+    for (let i = from;; i++) {
+      while (i >= this.lines.length) {
+        const left = deadline - performance.now();
+        if (this.#ended || left <= 0) return undefined;
+        await new Promise<void>((resolve) => {
+          const wake = () => {
+            clearTimeout(timer);
+            this.#wake.delete(wake);
+            resolve();
+          };
+          const timer = setTimeout(wake, left);
+          this.#wake.add(wake);
+        });
+      }
+      if (re.test(this.lines[i].text)) return { ...this.lines[i], index: i };
+    }
+  }
 }
 
 /** The lines of a stream, as they come. */
@@ -821,16 +1453,20 @@ function exitCodeOf(signal: Deno.Signal): number {
  * remove everything, then exit (130 / 143 / 129). A second signal while
  * removing exits at once, with the commands to finish by hand.
  */
-function removeAllOnSignals(run: Lab, hosts: Host[]): () => void {
+function removeAllOnSignals(
+  run: Lab,
+  netns: string[],
+  links: string[],
+): () => void {
   return onStopSignals(async (signal) => {
     stoppedBy = signal;
     console.error(`lab: ${signal}: removing the namespaces and processes`);
-    await run.removeAll(hosts);
+    await run.removeAll(netns, links);
     Deno.exit(exitCodeOf(signal));
   }, () => {
     console.error(
       `error: stopped before the lab was removed; as root, run: ${
-        hosts.map((h) => `ip netns del ${h.netns}`).join("; ")
+        netns.map((ns) => `ip netns del ${ns}`).join("; ")
       }`,
     );
     Deno.exit(1);
@@ -929,6 +1565,154 @@ function printFailures(failures: Failure[]): void {
   }
 }
 
+/** The hosts of the one-to-many run and the switch between them. */
+function printSwitch(sw: Switch, hosts: Host[]): void {
+  console.log(
+    `${hosts.length} hosts in network namespaces, on one switch (${LINK_NET}):`,
+  );
+  console.log(
+    `  switch: namespace ${sw.netns}, bridge ${sw.bridge}, ports ${
+      hosts.map((h) => h.port).join(" ")
+    }`,
+  );
+  for (const h of hosts) {
+    console.log(
+      `  host ${h.label}: namespace ${h.netns}, ${h.link} ${h.addr}/${PREFIX} (cable to ${h.port}), route ${MULTICAST_NET} dev ${h.link}`,
+    );
+  }
+}
+
+/** "closed after 5.1 s [1]" or "still open after 10 s". */
+function noticedCell(n: Noticed, note: (reason: string) => string): string {
+  return n.seconds === null
+    ? `still open after ${WATCH_S} s`
+    : `closed after ${n.seconds.toFixed(1)} s ${note(n.reason)}`;
+}
+
+function printDeadPeers(
+  rows: { flags: string; cut: Noticed; frozen: Noticed }[],
+  again: string[],
+  b: Host,
+): void {
+  console.log(
+    `Dead peers: client.ts in B holds a connection to each server.ts in A (netcat
+mode, stdin open), says "hello", then goes quiet. Then B goes away, and for
+${WATCH_S} s we read server.ts's log for the connection's close line.`,
+  );
+  console.log();
+  const notes: string[] = [];
+  const note = (reason: string) => {
+    let i = notes.indexOf(reason);
+    if (i < 0) i = notes.push(reason) - 1;
+    return `[${i + 1}]`;
+  };
+  const table = [
+    ["server.ts in A", "B's cable pulled", "B frozen"],
+    ["", `(ip link set ${b.link} down)`, "(kill -STOP client.ts)"],
+    ...rows.map((r) => [
+      r.flags,
+      noticedCell(r.cut, note),
+      noticedCell(r.frozen, note),
+    ]),
+  ];
+  const widths = table[0].map((_, i) =>
+    Math.max(...table.map((r) => r[i].length))
+  );
+  for (const r of table) {
+    console.log(r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
+  }
+  console.log();
+  notes.forEach((n, i) => console.log(`[${i + 1}] server.ts: ${n}`));
+  console.log();
+  console.log("With the cable back in, B typed one more line:");
+  console.log(`  on the connection without keepalive: ${again[0]}`);
+  console.log(`  on the one keepalive ended:          ${again[1]}`);
+  const total = KEEPALIVE.time + KEEPALIVE.intvl * KEEPALIVE.probes;
+  console.log(`
+What to remember:
+- A peer that vanishes sends nothing: no FIN, no RST. A connection on which
+  no one sends is never checked, so without keepalive the server keeps it
+  (and its memory, its slot under --max-connections) for ever.
+- --keepalive (SO_KEEPALIVE) lets the kernel ask: after tcp_keepalive_time
+  of silence (${KEEPALIVE.time} s here), a probe every tcp_keepalive_intvl (${KEEPALIVE.intvl} s), and
+  tcp_keepalive_probes (${KEEPALIVE.probes}) unanswered ones end it: ${total} s from the last packet.
+  The pending read fails with ETIMEDOUT. Linux's defaults are 7200, 75 and 9:
+  2 h 11 min. They are set per network namespace (here in A only), or per
+  socket (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT; Deno has no call for them).
+- Keepalive asks the peer's kernel, not its program: a frozen or deadlocked
+  program on a live host answers every probe. Only the application's own
+  clock sees that: an idle timeout (server.ts --idle-timeout), or a
+  heartbeat the protocol defines (a line every N s, answered; SSH's
+  ServerAliveInterval, WebSocket ping/pong).
+- A cut nobody sent through is harmless: once the cable is back, the
+  connection works as before. Keepalive trades that for freeing the dead
+  ones: the peer of a connection it ended gets a RST on its next packet.`);
+}
+
+function printOneToMany(
+  receivers: Receiver[],
+  sends: Sent[],
+  heard: Heard[],
+  a: Host,
+): void {
+  console.log(
+    `One datagram, many hosts: udp.ts serve (bound to 0.0.0.0:${PORT}) in ${
+      receivers.map((r) => r.host.label).join(", ")
+    }; udp.ts send in A
+sends one datagram to the group ${GROUP}, then one to the link's
+broadcast address ${BROADCAST}. A cell says whether that host's
+udp.ts serve logged it.`,
+  );
+  console.log();
+  const table = [
+    [
+      "host",
+      "udp.ts serve",
+      ...sends.map((s) => `to ${s.to}`),
+    ],
+    ...receivers.map((r, i) => [
+      `${r.host.label} ${r.host.addr}`,
+      r.join ? `--join ${GROUP}` : "(no --join)",
+      ...sends.map((s) => s.got[i] ? "got it" : "-"),
+    ]),
+  ];
+  const widths = table[0].map((_, i) =>
+    Math.max(...table.map((r) => r[i].length))
+  );
+  for (const r of table) {
+    console.log(r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
+  }
+  for (const s of sends) {
+    console.log();
+    console.log(`udp.ts send in A, to ${s.what} ${s.to}, printed:`);
+    for (const line of s.printed) console.log(`  ${line}`);
+    if (!s.printed.length) console.log("  (nothing)");
+  }
+  console.log();
+  console.log(
+    `Chat, one to many over TCP: chat.ts in A (${a.addr}:${PORT}), client.ts in ${
+      receivers.map((r) => r.host.label).join(", ")
+    } (netcat mode):`,
+  );
+  const width = Math.max(...heard.map((h) => h.who.length)) + 1;
+  for (const h of heard) {
+    console.log(`  ${`${h.who}:`.padEnd(width)} ${h.line}`);
+  }
+  console.log(`
+What to remember:
+- Multicast: A sent ONE datagram; the switch copied the frame out of every
+  port (with no IGMP querier on the link, a bridge floods multicast), and
+  each host's kernel kept it only if a socket there had joined the group
+  (IP_ADD_MEMBERSHIP). D got the frame and dropped it. TTL 1 keeps it on
+  this link; a router would forward it only to where members are.
+- Broadcast: every host on the link gets it, joined or not: one datagram
+  costs every host on the subnet a look. Routers never forward it, and
+  IPv6 has no broadcast at all (only multicast).
+- Replies are unicast: each receiver answers A's own address:port.
+- TCP is one to one. chat.ts keeps a connection per client and writes each
+  line once per other client: N clients, N - 1 copies, made by the server.`);
+}
+
 // ===== shared block: begin =====
 // Written by `deno task sync` from lib/plumbing.ts: only what this file
 // uses, so that it runs alone when copied. Edit lib/plumbing.ts, not here;
@@ -1018,6 +1802,45 @@ export async function writeAll(
   }
 }
 
+// Log lines wait here for stdout, at most this many bytes of them. A
+// reader that stops (`| less` at a screenful, a suspended `| grep`, a
+// terminal paused with Ctrl-S) must not stop the server: beyond the bound,
+// lines are dropped and counted, and one line says how many.
+export const LOG_QUEUE_BYTES = 1 << 20;
+// One write at most this big, whole lines only: the OS writes up to 4 KiB to
+// a pipe in one piece, so lines from several writers (Workers) never mix.
+const LOG_WRITE_BYTES = 4096;
+
+/**
+ * Print a log line on stdout. Logging is best effort: it never waits for
+ * stdout (lines queue, and are written asynchronously), a reader that
+ * falls behind loses lines (counted, never the service), and when stdout
+ * cannot be written at all (terminal closed, disk full, /dev/full, a closed
+ * pipe) the program goes on serving, and says so once on stderr.
+ */
+export function log(line: string): void {
+  if (logState.failed) return;
+  const size = line.length + 1;
+  if (logState.queued + size > LOG_QUEUE_BYTES) {
+    logState.dropped++;
+    if (!logState.warned) {
+      logState.warned = true;
+      warn("warning: stdout is not being read; dropping log lines");
+    }
+    return;
+  }
+  if (logState.dropped > 0) {
+    const note =
+      `(${logState.dropped} log lines dropped: stdout was not read fast enough)`;
+    logState.dropped = 0;
+    logState.lines.push(note);
+    logState.queued += note.length + 1;
+  }
+  logState.lines.push(line);
+  logState.queued += size;
+  if (!logState.writing) logState.writing = drainLog();
+}
+
 const logState = {
   lines: [] as string[],
   queued: 0,
@@ -1026,6 +1849,35 @@ const logState = {
   failed: false,
   writing: undefined as Promise<void> | undefined,
 };
+
+/** Write the queued log lines, in order, until none is left. */
+async function drainLog(): Promise<void> {
+  const encoder = new TextEncoder();
+  try {
+    while (logState.lines.length > 0) {
+      let batch = "";
+      let n = 0;
+      const lines = logState.lines;
+      while (
+        n < lines.length &&
+        (n === 0 || batch.length + lines[n].length + 1 <= LOG_WRITE_BYTES)
+      ) batch += lines[n++] + "\n";
+      lines.splice(0, n);
+      logState.queued -= batch.length;
+      await writeAll(Deno.stdout, encoder.encode(batch));
+    }
+  } catch (err) {
+    logState.failed = true;
+    logState.lines = [];
+    warn(
+      `warning: cannot write to stdout (${
+        errorText(err)
+      }); going on without log lines`,
+    );
+  } finally {
+    logState.writing = undefined;
+  }
+}
 
 /**
  * Wait until the queued log lines are written, at most `ms` milliseconds

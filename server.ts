@@ -1,42 +1,22 @@
 /**
  * server.ts: a TCP echo server, written directly on sockets so you can see
  * what every server is made of: listen, accept, one handler per
- * connection, read and write back.
- *
- * First listing: basics/tcp_server.ts (53 lines) is this lesson alone:
- * listen, accept, one handler per connection, an echo that loops on short
- * reads and writes, both ends logged. This file adds the flags, --trace and
- * --hex, limits, IPv6, --reuse-port and a clean shutdown.
- *
- * What it shows:
+ * connection, read and write back (basics/tcp_server.ts: the same, bare).
  * - `Deno.listen` opens a listening socket; the kernel completes each
- *   client's handshake and queues the connection (the backlog) until the
- *   accept loop takes it.
+ *   client's handshake and queues it (the backlog) until we accept it.
  * - Each accepted connection gets its own async handler, the modern form
  *   of "a thread per client": one slow client never blocks the others.
  * - A connection is named by its socket pair, our address:port and the
- *   client's. The log shows both: many clients share the server's port
- *   and differ in theirs.
- * - TCP is a stream, not messages: a read returns whatever bytes have
- *   arrived so far, and a write may take fewer bytes than it was given.
- *   `--trace` shows each read and write with its size.
- *
- * Run it (loopback only, the narrowest permission that works):
+ *   client's: many clients share the server's port and differ in theirs.
+ * - TCP is a stream, not messages: a read returns whatever has arrived, a
+ *   write may take fewer bytes than given (`--trace` shows both).
+ * - `--unix PATH`: the same calls on a socket named by a file, between the
+ *   processes of one machine, with no network at all.
  *
  *   deno run --allow-net=127.0.0.1 server.ts --port 9000
- *
- * Then, in a second terminal:
- *
- *   deno run --allow-net=127.0.0.1 client.ts --port 9000 hello
- *   nc -N 127.0.0.1 9000         (type lines; Ctrl-D half-closes)
- *
- * Try next: `--trace` (where TCP's reads fall) and `--trace --hex` (the
- * bytes); in two terminals, two servers on one port with `--reuse-port`
- * (Deno 2.9 needs `--unstable-net` for it); workers.ts, this server on N
- * event loops in one process; and `udp.ts --port 9000` beside it: TCP and
- * UDP share a port number.
- *
- * This file stands alone (no imports but Deno's own): copy it and run it.
+ * then `deno run --allow-net=127.0.0.1 client.ts --port 9000 hello` or `nc
+ * -N 127.0.0.1 9000`. Try `--trace --hex`, `--unix /tmp/echo.sock` with `nc
+ * -U /tmp/echo.sock` (grants in --help), workers.ts. It stands alone.
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 
@@ -47,71 +27,63 @@ import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 const BACKLOG = 511;
 
 /**
- * Open the listening socket: `socket()`, `bind()` and `listen()` of the
- * classic API in one call. `backlog` is the `listen(fd, backlog)` queue;
- * `reusePort` sets SO_REUSEPORT, so that other sockets which set it too can
- * listen on the same address and port (the kernel spreads the connections).
- * Throws an Error whose message is a plain reason for a person.
+ * Open the listening socket: `socket()`, `bind()` and `listen()` in one
+ * call. `reusePort` sets SO_REUSEPORT: sockets that all set it may listen
+ * on one address and port, the kernel spreads the connections among them.
  */
-export function listenTcp(options: {
-  hostname: string;
-  port: number;
-  backlog?: number;
-  reusePort?: boolean;
-}): Deno.TcpListener {
-  if (options.reusePort) requireUnstableNet();
+export function listenTcp(
+  options: Pick<ServerOptions, "hostname" | "port"> & Partial<ServerOptions>,
+): Deno.TcpListener {
+  if (options.reusePort && !("listenDatagram" in Deno)) {
+    throw new Error(
+      `--reuse-port needs Deno's --unstable-net flag (SO_REUSEPORT is unstable in Deno ${Deno.version.deno}); run, e.g.: deno run --allow-net=127.0.0.1 --unstable-net server.ts --reuse-port`,
+    );
+  }
+  const { hostname, port, backlog = BACKLOG, reusePort = false } = options;
   try {
     // Deno sets SO_REUSEADDR on every TCP listener: a restarted server binds
-    // its port again at once, while the old connections linger in
-    // TIME-WAIT. It does not let two sockets listen at once: that is
-    // SO_REUSEPORT, and both must ask for it.
-    return Deno.listen({
-      hostname: options.hostname,
-      port: options.port,
-      tcpBacklog: options.backlog ?? BACKLOG,
-      reusePort: options.reusePort ?? false,
-    });
+    // its port at once, while its old connections linger in TIME-WAIT.
+    return Deno.listen({ hostname, port, tcpBacklog: backlog, reusePort });
   } catch (err) {
-    const where = `tcp ${formatAddr(options)}`;
-    throw new Error(explainListenError(err, where, options.hostname), {
-      cause: err,
-    });
+    const why = explainListenError(err, `tcp ${formatAddr(options)}`, hostname);
+    throw new Error(why, { cause: err });
   }
+}
+
+/**
+ * Or name it by a path: a Unix domain socket, for processes whom the file's
+ * mode lets connect. A stale file is replaced; closing removes ours.
+ */
+export function listenUnix(path: string): Promise<Deno.UnixListener> {
+  return bindUnix(path, () => Deno.listen({ transport: "unix", path }), warn);
 }
 
 // ─── 2. The accept loop ─────────────────────────────────────────────────────
 
-/**
- * Serve connections from `listener` until `options.signal` aborts: accept
- * each one and echo it in its own handler. Resolves with the totals once
- * the listener is closed and every connection has ended (after at most
- * `grace` seconds).
- */
+/** Echo each accepted connection in its own handler until `signal` aborts. */
 export async function serveTcp(
-  listener: Deno.TcpListener,
+  listener: Deno.TcpListener | Deno.UnixListener,
   options: ServeTcpOptions = {},
 ): Promise<TcpSummary> {
   const server = new Server(listener, options); // counters, limits, log lines
-  // Why not `for await (const conn of listener)`? One failed accept() ends
-  // that loop, and with it the server; yet accept() fails every day: a
-  // client resets before we take it, the process runs out of descriptors.
-  while (!server.stopping) {
-    let conn: Deno.TcpConn;
+  // Not `for await (const conn of listener)`: one failed accept() would end
+  // it, and accept() fails every day (a client resets before we take it).
+  while (!server.stop.aborted) {
+    let conn: Deno.TcpConn | Deno.UnixConn;
     try {
       // Wait for the next client. The kernel has done the handshake (SYN,
       // SYN-ACK, ACK); accept() takes the connection off the backlog.
       conn = await listener.accept();
     } catch (err) {
-      if (server.stopping || err instanceof Deno.errors.BadResource) break;
-      // One client's failure (it reset before we got to it) is skipped at
-      // once; a shortage (out of descriptors or memory) pauses, longer each
-      // time, instead of spinning on the same failure.
+      if (server.stop.aborted || err instanceof Deno.errors.BadResource) break;
+      // One client's failure is skipped at once; a shortage (descriptors,
+      // memory) pauses, longer each time, rather than spin on it.
       await server.backoff.after(err);
       continue;
     }
     server.backoff.reset();
     // Not awaited: each connection runs in its own handler, concurrently.
-    server.track(handleConnection(server, conn));
+    server.track(handleConnection(server, conn, options));
   }
   return await server.finish(); // open connections get the grace period
 }
@@ -121,10 +93,16 @@ export async function serveTcp(
 /** Echo one connection, then close it; log its opening and its close. */
 async function handleConnection(
   server: Server,
-  conn: Deno.TcpConn,
+  conn: Deno.TcpConn | Deno.UnixConn,
+  { nodelay, keepalive }: ServeTcpOptions,
 ): Promise<void> {
   const c = server.admit(conn); // or closed at once over --max-connections
   if (!c) return;
+  // TCP's options (a Unix socket has none). TCP_NODELAY: Nagle's algorithm
+  // off, a small write is not held back while an earlier one is unACKed.
+  // SO_KEEPALIVE: probe a connection idle for 2 h, to find a vanished peer.
+  if ("setNoDelay" in conn && nodelay) conn.setNoDelay(true);
+  if ("setKeepAlive" in conn && keepalive) conn.setKeepAlive(true);
   try {
     await echo(conn, c, c.trace);
   } catch (err) {
@@ -139,16 +117,12 @@ async function handleConnection(
 // ─── 4. The echo ────────────────────────────────────────────────────────────
 
 // The read buffer starts at 512 bytes, a typical message (10,000 idle
-// clients then hold 5 MB, not 640 MB). A read that fills it means a fast
-// stream: it grows ×4 up to 64 KiB, which streams as fast as a fixed 64 KiB
-// buffer (a fixed 16 KiB one is 10 % slower; measured in bench/).
+// clients hold 5 MB, not 640 MB); a read that fills it grows it ×4 up to
+// 64 KiB, which streams as fast as a fixed 64 KiB one (bench/ measured it).
 const FIRST_BUFFER = 512;
 const LARGEST_BUFFER = 64 * 1024;
 
-/**
- * Echo: write back every byte read, until the client half-closes. `counts`
- * gets the bytes in and out; `trace`, if given, sees every read and write.
- */
+/** Write back every byte read until the client half-closes; count, trace. */
 export async function echo(
   conn: Deno.Conn,
   counts: ByteCounts,
@@ -164,10 +138,9 @@ export async function echo(
     if (n === null) return;
     counts.bytesIn += n;
     trace?.(`read ${n} bytes`, buf.subarray(0, n));
-    // write() may take only part of the bytes: loop until all are out. We
-    // read again only once they are, so a client that does not read its
-    // echo stalls our write, then our reads, then the kernel buffers fill
-    // and its own writes wait: backpressure. Memory stays one buffer.
+    // write() may take only part of the bytes: loop until all are out. A
+    // client that does not read its echo stalls our write, so our reads,
+    // then its own writes once the kernel buffers fill: backpressure.
     for (let done = 0; done < n;) {
       const wrote = await conn.write(buf.subarray(done, n));
       trace?.(`wrote ${wrote} bytes`, buf.subarray(done, done + wrote));
@@ -180,8 +153,7 @@ export async function echo(
   }
 }
 
-// Run as a program (not imported): main and the plumbing it uses are below
-// this line, so start once the whole file has loaded.
+// Run as a program: main and its plumbing are below, so once all is loaded.
 if (import.meta.main) addEventListener("load", () => runMain(main, USAGE));
 
 // ───── plumbing: flags, usage, errors, signals, limits ─────
@@ -193,20 +165,20 @@ export async function main(args: string[]): Promise<number> {
     await writeStdout(USAGE + "\n");
     return 0;
   }
-  const listener = listenTcp(options);
+  const listener = options.unix
+    ? await listenUnix(options.unix)
+    : listenTcp(options);
   // SIGINT (Ctrl-C) and SIGTERM stop the server; a second one skips the grace.
   // Listen for them before saying we listen: whoever reads that may stop us.
   const stop = new AbortController();
   const force = new AbortController();
   const removeSignals = onStopSignals(() => stop.abort(), () => force.abort());
   try {
-    log(`tcp listening on ${formatAddr(listener.addr)}`);
-    const summary = await serveTcp(listener, {
-      ...options,
-      signal: stop.signal,
-      force: force.signal,
-    });
-    log(summaryLine(summary));
+    const { transport } = listener.addr;
+    log(`${transport} listening on ${formatAddr(listener.addr)}`);
+    const signals = { signal: stop.signal, force: force.signal };
+    const summary = await serveTcp(listener, { ...options, ...signals });
+    log(summaryLine(summary, transport));
   } finally {
     removeSignals();
   }
@@ -217,11 +189,14 @@ export async function main(args: string[]): Promise<number> {
 export const DEFAULTS = {
   hostname: "127.0.0.1", // the address to bind: only this machine can connect
   port: 8080, // 0 asks the OS for a free one
+  unix: "", // a path: listen on a Unix socket there instead ("": TCP)
   backlog: BACKLOG, // listen queue: connections the OS holds for accept()
   maxConnections: 1000, // served at once; one more is closed at once
   idleTimeout: 300, // seconds a connection may move no bytes (0: for ever)
   grace: 5, // seconds open connections get to finish after SIGINT/SIGTERM
   reusePort: false, // SO_REUSEPORT: share the port with others that set it
+  nodelay: false, // TCP_NODELAY: Nagle's algorithm off (Deno leaves it on)
+  keepalive: false, // SO_KEEPALIVE: the kernel probes idle connections
   quiet: false, // leave out the per-connection log lines
   trace: false, // one log line per read and per write, with its size
   hex: false, // under each trace line, its bytes in the xxd layout
@@ -230,60 +205,59 @@ export const DEFAULTS = {
 /** Everything the server can be told on the command line. */
 export type ServerOptions = typeof DEFAULTS;
 
-// --workers N lives in workers.ts now: a usage error says how to run it.
-const WORKERS_COMMAND =
-  "deno run --allow-net=127.0.0.1 --allow-read=workers.ts,server.ts --unstable-net workers.ts --workers N";
-
-/** The options part of the usage text (workers.ts shows it too). */
+/** The TCP options of the usage text (workers.ts shows them too). */
 export const OPTIONS_HELP =
-  `  --hostname H          address to bind (default ${DEFAULTS.hostname}: only this
-                        machine can connect); 0.0.0.0 or :: accepts clients
-                        from every network, and needs --allow-net=0.0.0.0
-  --port N              port to bind, 0..65535; 0 picks a free one
-                        (default ${DEFAULTS.port})
-  --backlog N           listen queue: connections waiting for accept()
-                        (default ${DEFAULTS.backlog})
-  --max-connections N   connections served at once; more are closed at
-                        once (default ${DEFAULTS.maxConnections})
-  --idle-timeout S      close connections idle S seconds; 0 never (default ${DEFAULTS.idleTimeout})
-  --grace S             on Ctrl-C/SIGTERM, seconds open connections get to
-                        finish (default ${DEFAULTS.grace}); a second Ctrl-C closes them now
-  --reuse-port          set SO_REUSEPORT: servers that all set it share this
-                        port, the kernel spreads the connections among them
-                        (needs --unstable-net)
-  --quiet               no log line per connection (--trace lines still print)
-  --trace               a line per read and per write with its size, e.g.
-                        "tcp #N read 5 bytes" (#N: the number in its open line)
-  --hex                 --trace, and the bytes under each line as xxd shows
-  --help                show this help`;
+  `  --hostname H         address to bind (default ${DEFAULTS.hostname}, this machine;
+                       0.0.0.0 or :: every network's, --allow-net=0.0.0.0)
+  --port N             port to bind, 0..65535, 0: a free one (default ${DEFAULTS.port})
+  --backlog N          queue of connections for accept() (default ${DEFAULTS.backlog})
+  --max-connections N  served at once; more are closed at once (default ${DEFAULTS.maxConnections})
+  --idle-timeout S     close connections idle S seconds, 0: never (default ${DEFAULTS.idleTimeout})
+  --grace S            after Ctrl-C/SIGTERM, seconds open connections get to
+                       finish (default ${DEFAULTS.grace}); a second Ctrl-C closes them now
+  --reuse-port         SO_REUSEPORT: servers that all set it share the port
+                       (the kernel spreads connections; needs --unstable-net)
+  --nodelay            TCP_NODELAY: Nagle off, small writes are sent at once
+  --keepalive          SO_KEEPALIVE: probe connections idle for 2 h (Linux's
+                       tcp_keepalive_time; Deno cannot set it), drop dead ones
+  --quiet              no log line per connection (--trace lines still print)
+  --trace              a line per read and write: "tcp #N read 5 bytes"
+  --hex                --trace, and the bytes under each line as xxd shows
+  --help               show this help`;
 
 /** The usage text printed by `--help` and after a bad flag. */
 export const USAGE = `usage: deno run --allow-net=127.0.0.1 server.ts [options]
+       deno run --allow-read=PATH --allow-write=PATH --allow-net=unix:PATH server.ts --unix PATH [options]
 
 A TCP echo server: every byte a client sends comes back unchanged.
 
 options:
 ${OPTIONS_HELP}
 
-The first line of output is "tcp listening on HOST:PORT". Ctrl-C (SIGINT)
-or SIGTERM stops accepting, lets open connections finish, prints a summary
-and exits 0. N listeners on this port in one process (N event loops):
-  ${WORKERS_COMMAND}`;
+--unix PATH: listen on a Unix socket at PATH instead (no TCP flag), replacing
+a stale socket file. First output line: "tcp listening on HOST:PORT" or "unix
+listening on PATH". Ctrl-C or SIGTERM: stop accepting, let open connections
+finish, print a summary, exit 0. workers.ts: N event loops on one port.`;
 
 const FLAGS = {
   hostname: { type: "string" },
   port: { type: "string" },
+  unix: { type: "string" },
   backlog: { type: "string" },
   "max-connections": { type: "string" },
   "idle-timeout": { type: "string" },
   grace: { type: "string" },
   "reuse-port": { type: "boolean" },
-  workers: { type: "string" }, // only to say where it went
+  nodelay: { type: "boolean" },
+  keepalive: { type: "boolean" },
   quiet: { type: "boolean" },
   trace: { type: "boolean" },
   hex: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsOptionsConfig;
+
+// What a Unix socket has no use for (Deno sets none of these on one).
+const TCP_ONLY = ["hostname", "port", "backlog", "reuse-port", "nodelay"];
 
 /**
  * Parse the command line; the defaults, and "--hex implies --trace", are
@@ -293,10 +267,9 @@ const FLAGS = {
 export function parseServerArgs(args: string[]): ServerOptions | "help" {
   const { values: v } = parseFlags(args, FLAGS);
   if (v.help) return "help";
-  if (v.workers !== undefined) {
-    throw new UsageError(
-      `--workers is workers.ts's flag now: ${WORKERS_COMMAND}`,
-    );
+  const tcp = [...TCP_ONLY, "keepalive"].find((flag) => flag in v);
+  if (v.unix !== undefined && tcp) {
+    throw new UsageError(`--${tcp} is a TCP flag: it does not go with --unix`);
   }
   const int = (flag: string, t: string | undefined, min = 1, max = 65535) =>
     t === undefined ? undefined : parseInteger(flag, t, min, max);
@@ -307,49 +280,34 @@ export function parseServerArgs(args: string[]): ServerOptions | "help" {
   return {
     hostname: v.hostname === undefined ? d.hostname : parseHostname(v.hostname),
     port: int("--port", v.port, 0) ?? d.port,
+    unix: v.unix ?? d.unix,
     backlog: int("--backlog", v.backlog) ?? d.backlog,
     maxConnections: int("--max-connections", v["max-connections"], 1, 1e6) ??
       d.maxConnections,
     idleTimeout: seconds("--idle-timeout", v["idle-timeout"]) ?? d.idleTimeout,
     grace: seconds("--grace", v.grace) ?? d.grace,
     reusePort: v["reuse-port"] ?? d.reusePort,
+    nodelay: v.nodelay ?? d.nodelay,
+    keepalive: v.keepalive ?? d.keepalive,
     quiet: v.quiet ?? d.quiet,
     trace: (v.trace ?? d.trace) || hex,
     hex,
   };
 }
 
-// Deno 2.9 has `reusePort` only with `--unstable-net`; without it, `reusePort:
-// true` ends the process (exit 70). `Deno.listenDatagram` needs it too: ask it.
-function requireUnstableNet(): void {
-  if ("listenDatagram" in Deno) return;
-  throw new Error(
-    `--reuse-port needs Deno's --unstable-net flag (SO_REUSEPORT is unstable in Deno ${Deno.version.deno}); run, e.g.: deno run --allow-net=127.0.0.1 --unstable-net server.ts --reuse-port`,
-  );
-}
-
 /** Counters for one connection, or summed over the whole server. */
-export interface ByteCounts {
-  bytesIn: number;
-  bytesOut: number;
-}
+export type ByteCounts = { bytesIn: number; bytesOut: number };
 
 /** What {@link serveTcp} resolves with (refused: over --max-connections). */
 export type TcpSummary = ByteCounts & { connections: number; refused: number };
 
-/**
- * Options for {@link serveTcp}. The command line's defaults are applied by
- * {@link parseServerArgs}; in-process, what is left out is off: no limit,
- * no idle timeout, no grace (an abort closes open connections), no trace.
- */
+/** {@link serveTcp}'s options: left out is off (no limit, grace, trace). */
 export interface ServeTcpOptions extends Partial<ServerOptions> {
   signal?: AbortSignal; // abort: stop accepting, `grace` s for the open ones
   force?: AbortSignal; // abort: end the grace period, close them now
   log?: (line: string) => void; // event and trace lines (default: stdout)
   warn?: (line: string) => void; // warnings, accept errors (default: stderr)
-  // slots[0] counts the connections maxConnections limits: servers given one
-  // on a SharedArrayBuffer (workers.ts's workers) share one limit.
-  slots?: Int32Array;
+  slots?: Int32Array; // [0]: open connections; shared, one limit (workers.ts)
 }
 
 /** One open connection, as the server tracks it. */
@@ -361,12 +319,10 @@ class Connection implements ByteCounts {
   reason?: string; // why we closed it, if it was us (idle, shutdown)
   constructor(
     readonly id: number,
-    readonly conn: Deno.TcpConn,
-    readonly local: string, // the socket pair: our end
-    readonly remote: string, // and the client's
+    readonly conn: Deno.Conn,
+    readonly pair: string, // "local A remote B": the socket pair
     readonly trace?: Trace,
   ) {}
-
   /** Close it from outside its handler (its pending read fails). */
   close(reason: string): void {
     this.reason ??= reason;
@@ -385,41 +341,36 @@ class Server {
     & ServeTcpOptions
     & Required<Pick<ServeTcpOptions, "signal" | "log" | "warn" | "slots">>;
   readonly #log: (line: string) => void; // event lines, unless --quiet
+  readonly #p: string; // "tcp" or "unix": the first word of each line
   readonly #stopIdleSweep: () => void;
-  readonly #closeListener: () => void;
-
-  constructor(listener: Deno.TcpListener, options: ServeTcpOptions) {
+  readonly #listener: Deno.Listener;
+  /** Aborted: stop accepting (`options.signal`). */
+  readonly stop: AbortSignal;
+  constructor(listener: Deno.Listener, options: ServeTcpOptions) {
     const o = { signal: new AbortController().signal, log, warn, ...options };
     this.#o = { ...o, slots: options.slots ?? new Int32Array(1) };
     this.#log = o.quiet ? () => {} : o.log;
-    this.backoff = new AcceptBackoff(o.warn, o.signal);
+    this.#p = listener.addr.transport;
+    this.backoff = new AcceptBackoff(o.warn, this.stop = o.signal);
     // Closing the listener is how a pending accept() is interrupted.
-    this.#closeListener = () => closeQuietly(listener);
-    o.signal.addEventListener("abort", this.#closeListener);
+    this.#listener = listener;
+    o.signal.addEventListener("abort", () => closeQuietly(listener));
     this.#stopIdleSweep = sweepIdle(this.#open, o.idleTimeout ?? 0);
   }
-
-  /** Whether the server was told to stop. */
-  get stopping(): boolean {
-    return this.#o.signal.aborted;
-  }
-
-  /** Keep the handler of a connection, to wait for it at shutdown. */
+  /** Keep a handler to wait for at shutdown (it throws only if `log` does). */
   track(handler: Promise<void>): void {
-    // A handler throws only if a `log` given in-process does: warn, go on.
     const tracked: Promise<void> = handler
       .catch((e) => this.#o.warn(`warning: handler failed: ${errorText(e)}`))
       .finally(() => this.#handlers.delete(tracked));
     this.#handlers.add(tracked);
   }
-
   /**
    * Take a slot, count and log it; over the limit, close it at once (the
    * client sees its end instead of waiting in the backlog): undefined.
    */
-  admit(conn: Deno.TcpConn): Connection | undefined {
-    const local = formatAddr(conn.localAddr);
-    const remote = formatAddr(conn.remoteAddr);
+  admit(conn: Deno.Conn): Connection | undefined {
+    const [local, remote] = [conn.localAddr, conn.remoteAddr].map(formatAddr);
+    const pair = `local ${local} remote ${remote}`;
     const { maxConnections: max = Infinity, trace, hex = false } = this.#o;
     // Count, then look, give the slot back if over: servers on other threads
     // sharing the slots (Atomics steps are indivisible) admit at most `max`.
@@ -429,19 +380,16 @@ class Server {
       this.summary.refused++;
       closeQuietly(conn);
       const why = `${open - 1} open, --max-connections ${max}`;
-      this.#log(`tcp refused local ${local} remote ${remote}: ${why}`);
+      this.#log(`${this.#p} refused ${pair}: ${why}`);
       return undefined;
     }
     const id = ++this.summary.connections;
-    const print = trace ? tracer(this.#o.log, `tcp #${id} `, hex) : undefined;
-    const c = new Connection(id, conn, local, remote, print);
+    const print = trace && tracer(this.#o.log, `${this.#p} #${id} `, hex);
+    const c = new Connection(id, conn, pair, print || undefined);
     this.#open.set(id, c);
-    this.#log(
-      `tcp open local ${local} remote ${remote} (#${id}, ${this.#open.size} open)`,
-    );
+    this.#log(`${this.#p} open ${pair} (#${id}, ${this.#open.size} open)`);
     return c;
   }
-
   /** The handler is done: close the socket, add up, log the close line. */
   closed(c: Connection): void {
     closeQuietly(c.conn);
@@ -449,24 +397,22 @@ class Server {
     Atomics.sub(this.#o.slots, 0, 1); // give the slot back
     this.summary.bytesIn += c.bytesIn;
     this.summary.bytesOut += c.bytesOut;
+    const why = c.reason ? `: ${c.reason}` : "";
     this.#log(
-      `tcp close local ${c.local} remote ${c.remote} (#${c.id}) in ${c.bytesIn} bytes, out ${c.bytesOut} bytes${
-        c.reason ? `: ${c.reason}` : ""
-      }`,
+      `${this.#p} close ${c.pair} (#${c.id}) in ${c.bytesIn} bytes, out ${c.bytesOut} bytes${why}`,
     );
   }
-
   /**
    * Stopped accepting: give the open connections the grace period to finish
    * (a second signal, `force`, ends it early), then close what is left.
    */
   async finish(): Promise<TcpSummary> {
-    this.#o.signal.removeEventListener("abort", this.#closeListener);
-    this.#closeListener();
+    closeQuietly(this.#listener);
     const grace = this.#o.grace ?? 0;
-    if (this.#open.size > 0) {
+    const open = this.#open.size;
+    if (open > 0) {
       this.#log(
-        `tcp stopping: ${this.#open.size} open, up to ${grace} s to finish`,
+        `${this.#p} stopping: ${open} open, up to ${grace} s to finish`,
       );
       await finishWithin(this.#handlers, grace, (reason) => {
         for (const c of this.#open.values()) c.close(reason);
@@ -478,21 +424,17 @@ class Server {
   }
 }
 
-// --idle-timeout: one timer sweeps the byte counters now and then (a read or
-// write pays nothing for it) and closes the connections that moved none.
+// --idle-timeout: a timer looks at the byte counters now and then (reads
+// and writes pay nothing) and closes connections that moved none.
 function sweepIdle(open: Map<number, Connection>, idleSeconds: number) {
   if (idleSeconds <= 0) return () => {};
-  const limit = idleSeconds * 1000;
+  const [limit, why] = [idleSeconds * 1000, `idle for ${idleSeconds} s`];
   const timer = setInterval(() => {
     const now = performance.now();
     for (const c of open.values()) {
       const moved = c.bytesIn + c.bytesOut;
-      if (moved !== c.seen) {
-        c.seen = moved;
-        c.quietSince = now;
-      } else if (now - c.quietSince >= limit) {
-        c.close(`idle for ${idleSeconds} s`);
-      }
+      if (moved !== c.seen) [c.seen, c.quietSince] = [moved, now];
+      else if (now - c.quietSince >= limit) c.close(why);
     }
   }, Math.min(1000, Math.max(50, limit / 10)));
   return () => clearInterval(timer);
@@ -505,8 +447,8 @@ function closeQuietly(socket: Deno.Conn | Deno.Listener): void {
 }
 
 /** The summary line at exit (workers.ts prints one per worker, and a sum). */
-export function summaryLine(s: TcpSummary): string {
-  return `tcp server stopped: ${s.connections} connections, ${s.refused} refused, ${s.bytesIn} bytes in, ${s.bytesOut} bytes out`;
+export function summaryLine(s: TcpSummary, transport = "tcp"): string {
+  return `${transport} server stopped: ${s.connections} connections, ${s.refused} refused, ${s.bytesIn} bytes in, ${s.bytesOut} bytes out`;
 }
 
 // ===== shared block: begin =====
@@ -621,11 +563,12 @@ export function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
+/** `HOST:PORT` (`[::1]:8080`), or a Unix socket's path or `(unnamed)`. */
 export function formatAddr(
   addr: Deno.Addr | { hostname: string; port: number },
 ): string {
-  if (!("hostname" in addr)) return "path" in addr ? addr.path : addr.transport;
+  if ("path" in addr) return addr.path || "(unnamed)"; // a client's end
+  if (!("hostname" in addr)) return addr.transport;
   return addr.hostname.includes(":")
     ? `[${addr.hostname}]:${addr.port}`
     : `${addr.hostname}:${addr.port}`;
@@ -669,6 +612,65 @@ export function explainListenError(
   }
   return `cannot listen on ${where}: ${message}`;
 }
+
+/**
+ * Bind a Unix socket at `path` with `bind`. A killed server leaves its
+ * socket file, and a bind there is "in use": if nobody is bound to it (a
+ * stream connect is refused), it is stale: removed, `note` says so, and
+ * bound again. A socket in use, or a file that is not a socket, stays.
+ */
+export async function bindUnix<T>(
+  path: string,
+  bind: () => T,
+  note: (line: string) => void,
+): Promise<T> {
+  try {
+    try {
+      return bind();
+    } catch (err) {
+      const info = err instanceof Deno.errors.AddrInUse &&
+        await Deno.lstat(path);
+      if (!info || !info.isSocket) throw info || err;
+      const stale = await Deno.connect({ transport: "unix", path }).then(
+        (conn) => conn.close(),
+        (e) => e instanceof Deno.errors.ConnectionRefused,
+      );
+      if (!stale) throw err;
+      await Deno.remove(path);
+      note(`note: removed stale socket file ${path} (nobody listened)`);
+    }
+    return bind();
+  } catch (err) {
+    const why = unixReason(err, path);
+    throw new Error(`cannot listen on unix ${path}: ${why}`, { cause: err });
+  }
+}
+
+/**
+ * What went wrong on both ends of a Unix socket: `err`, or the FileInfo of
+ * a file in the way. (Deno 2.9 wants read, write and net's `unix:` grants.)
+ */
+export function unixReason(err: unknown, path: string): string {
+  const f = err as Partial<Deno.FileInfo>;
+  const abs = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  const bytes = new TextEncoder().encode(path).length;
+  const kind = f.isDirectory ? "a directory" : "a file";
+  return err instanceof Deno.errors.NotCapable
+    ? `Deno has no permission for it; run again with --allow-read=${path} --allow-write=${path} --allow-net=unix:${abs}`
+    : err instanceof Deno.errors.AddrInUse
+    ? "it is in use: a program is bound to it; stop that one, or choose another path"
+    : err instanceof Deno.errors.PermissionDenied
+    ? "permission denied (to listen, this user needs write permission on the folder; to connect, on the socket file): choose a folder you can write to, or ask the socket's owner"
+    : f.isSocket === false
+    ? `${kind} is there, not a socket (only a stale socket file is replaced); choose another path`
+    : bytes > UNIX_PATH_MAX
+    ? `the path is ${bytes} bytes, and a Unix socket's holds at most ${UNIX_PATH_MAX} on Linux; choose a shorter one, e.g. in /tmp`
+    : errorText(err);
+}
+
+// A Unix socket's path is at most this many bytes on Linux (sun_path holds
+// 108, with the NUL that ends it); Deno refuses a longer one.
+export const UNIX_PATH_MAX = 107;
 
 /**
  * Whether a failed `accept()` belongs to one client only: it connected and

@@ -4,7 +4,8 @@
  * First listings: basics/udp_echo.ts (44 lines) and basics/udp_send.ts
  * (41 lines) are this lesson alone: bind, receive each datagram whole, send
  * it back; send one and wait, with a timeout. This file adds binary stdin,
- * --chunk, --trace and --hex, the echo-loop guard and a clean shutdown.
+ * --chunk, --trace and --hex, the echo-loop guard, a clean shutdown, Unix
+ * datagram sockets (--unix) and one to many (multicast groups, broadcast).
  *
  * What it shows:
  * - UDP has no connection: no listen queue, no accept, no handshake. The
@@ -20,12 +21,27 @@
  *   timeout.
  * - An echo must never answer another echo (the port 7 loop, CVE-1999-0103):
  *   the server refuses every datagram that could start one.
+ * - Sockets are IPC: `--unix PATH` is the same echo on a datagram socket
+ *   named by a file (AF_UNIX, SOCK_DGRAM): no port, no network, the file's
+ *   permissions decide who may send. A reply needs the sender's name, so a
+ *   sender binds a path of its own (in a private temporary folder).
+ * - One to many: a datagram sent to a multicast group (`serve --join
+ *   GROUP`) or to a subnet's broadcast address reaches every receiver there,
+ *   copied by the network; `send` prints every reply, with who sent it.
  *
  * Run it (UDP is still unstable in Deno 2, hence --unstable-net). In one
  * terminal the server, in another the sender:
  *
  *   deno run --allow-net=127.0.0.1 --unstable-net udp.ts --port 9000
  *   deno run --allow-net=127.0.0.1 --unstable-net udp.ts send --port 9000 hello
+ *
+ * Over a Unix datagram socket (Deno wants read, write and net grants on the
+ * path; a reply goes to the sender's own path, made at random in the temp
+ * folder, and Deno's `unix:` net grant names exact paths only, so both
+ * sides need --allow-net without a list):
+ *
+ *   deno run --allow-read=/tmp --allow-write=/tmp --allow-net --unstable-net udp.ts --unix /tmp/echo.sock
+ *   deno run --allow-read=/tmp --allow-write=/tmp --allow-net --unstable-net udp.ts send --unix /tmp/echo.sock hello
  *
  * Try next:
  * - Start the server with `--trace` and send `send --port 9000 --chunk 1
@@ -35,7 +51,13 @@
  *   ONE datagram, byte for byte.
  * - `server.ts --port 9000` beside it: TCP and UDP share the port number.
  * - Another client: `nc -u 127.0.0.1 9000`, or Python's
- *   `socket.socket(socket.AF_INET, socket.SOCK_DGRAM)`.
+ *   `socket.socket(socket.AF_INET, socket.SOCK_DGRAM)`; over the path,
+ *   `socat - UNIX-SENDTO:/tmp/echo.sock,bind=/tmp/me.sock`.
+ * - `ss -xa | grep echo.sock` (or /proc/net/unix): the socket, type
+ *   u_dgr; kill -9 the server and start it again: the stale file it left
+ *   is found (nobody bound to it) and replaced.
+ * - `deno task lab --one-to-many`: a group and a broadcast address on a
+ *   switch of four hosts (network namespaces, root).
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 
@@ -50,7 +72,9 @@ export const MAX_UDP_PAYLOAD_IPV6 = 65_527;
  * Receive buffer size: a datagram larger than the buffer it is received into
  * is cut to fit, silently, and the rest is lost. Deno's `receive()` without a
  * buffer allocates 65,507 bytes, too small for IPv6's 65,527; 64 KiB holds
- * the largest datagram of either.
+ * the largest datagram of either. (A Unix datagram may be larger, up to the
+ * socket's send buffer: this playground sends at most 65,527 bytes there
+ * too, and a larger one from another program is cut to 64 KiB.)
  */
 export const RECEIVE_BUFFER_SIZE = 65_536;
 
@@ -73,13 +97,57 @@ export function listenUdp(
   }
 }
 
+/**
+ * The same, named by a file: a Unix datagram socket (AF_UNIX, SOCK_DGRAM;
+ * Deno calls the transport "unixpacket") bound to `path`. bind() creates
+ * the file, a socket file (`ls -l` shows `s`); whoever may write to it may
+ * send to us. A server that was killed left its file behind, and a bind
+ * there fails "in use": bindUnix checks that nobody is bound to it (a
+ * connect is refused) and removes it; a file that is not a socket, or a
+ * socket someone is bound to, stays and is an Error.
+ */
+export async function listenUnixgram(path: string): Promise<Deno.DatagramConn> {
+  requireUdp();
+  return await bindUnix(
+    path,
+    () => Deno.listenDatagram({ transport: "unixpacket", path }),
+    warn,
+  );
+}
+
+/**
+ * Join multicast `groups` on `socket` (bound to the wildcard of their IP
+ * version: a socket bound to one address receives only datagrams sent to
+ * that address). Joining tells the kernel, and the network (an IGMP or MLD
+ * report), "send me datagrams for this group": from then on a datagram to
+ * GROUP:PORT reaches this socket, and every other member's. Interface
+ * "0.0.0.0" (IPv4) or 0 (IPv6) lets the kernel pick it by its route for
+ * the group. Closing the socket leaves the groups.
+ */
+export async function joinGroups(
+  socket: Deno.DatagramConn,
+  groups: string[],
+): Promise<void> {
+  for (const group of groups) {
+    try {
+      if (group.includes(":")) await socket.joinMulticastV6(group, 0);
+      else await socket.joinMulticastV4(group, "0.0.0.0");
+    } catch (err) {
+      throw new Error(explainJoinError(err, group, socket.addr), {
+        cause: err,
+      });
+    }
+  }
+}
+
 // ─── 2. Receive, 3. Reply ───────────────────────────────────────────────────
 
 /**
  * Echo every datagram back to its sender until `signal` aborts, then close
- * the socket. One datagram in, at most one datagram out, the same bytes:
- * never more out than in, so the server cannot amplify an attack. Datagrams
- * that could start an echo loop get no answer (see {@link EchoLoopGuard}).
+ * the socket (and remove a Unix socket's file). One datagram in, at most
+ * one datagram out, the same bytes: never more out than in, so the server
+ * cannot amplify an attack. Datagrams that could start an echo loop get no
+ * answer (see {@link EchoLoopGuard}).
  */
 export async function serveUdp(
   socket: Deno.DatagramConn,
@@ -99,9 +167,10 @@ export async function serveUdp(
   try {
     while (!signal?.aborted) {
       // 2. Receive: one call, one datagram, always whole (if it fits the
-      //    buffer), and the sender's address:port comes with it. No
-      //    connection remembers who the sender was: this `from` is all we
-      //    know, and all we need to reply.
+      //    buffer), and the sender's address comes with it (address:port,
+      //    or over a Unix socket the path the sender bound). No connection
+      //    remembers who the sender was: this `from` is all we know, and
+      //    all we need to reply.
       let data: Uint8Array, from: Deno.Addr;
       try {
         [data, from] = await socket.receive(buffer);
@@ -110,61 +179,76 @@ export async function serveUdp(
         // Windows reports an ICMP "port unreachable" for an earlier reply
         // as an error on the next receive: that sender is gone; go on.
         if (isIcmpError(err)) continue;
-        const reason = `udp ${server.local}: receive failed`;
+        const reason = `${server.proto} ${server.local}: receive failed`;
         throw new Error(`${reason}: ${errorText(err)}`, { cause: err });
       }
-      const peer = from as Deno.NetAddr;
       // Count it and log it; and never feed a loop: no answer to a datagram
-      // whose source may be another echo (or this one).
-      if (!server.received(data, peer)) continue;
+      // whose source may be another echo (or this one), or has no name.
+      if (!server.received(data, from)) continue;
 
       // 3. Reply: send the same bytes back to the address they came from.
       //    One datagram in, one out, never more.
       try {
-        const sent = await socket.send(data, peer);
-        server.sent(data.subarray(0, sent), peer);
+        const sent = await socket.send(data, from);
+        server.sent(data.subarray(0, sent), from);
       } catch (err) {
         if (server.closed) break;
-        // One sender we cannot answer (no permission, unreachable) must not
-        // stop the server for everyone else.
-        server.replyFailed(peer, err);
+        // One sender we cannot answer (no permission, unreachable, gone)
+        // must not stop the server for everyone else.
+        server.replyFailed(from, err);
       }
     }
   } finally {
     signal?.removeEventListener("abort", stop);
-    server.close();
+    server.close(); // a Unix socket's file is removed here: Deno leaves it
   }
   return await server.finish(); // replies the guard held back may be going out
 }
 
 // ─── 4. The sender ──────────────────────────────────────────────────────────
 
-/** What {@link sendDatagram} got back. */
-export interface UdpReply {
+/** What {@link sendDatagrams} got back: one reply. */
+export interface UdpReply<A extends Deno.Addr = Deno.NetAddr> {
   /** The reply's payload (a copy: safe to keep). */
   reply: Uint8Array<ArrayBuffer>;
   /** Our end: the address and port the OS picked for the sending socket. */
-  local: Deno.NetAddr;
+  local: A;
   /** Their end: where the reply came from. */
-  remote: Deno.NetAddr;
+  remote: A;
 }
 
-/** Options for {@link sendDatagrams}. */
+/** Options for {@link sendDatagrams} and {@link sendUnixDatagrams}. */
 export interface SendOptions {
-  /** How long to wait for a reply, in ms (after the last send or reply). */
+  /**
+   * How long to wait for a reply, in ms (after the last send or reply); to
+   * a group or a broadcast address, how long to collect replies.
+   */
   timeoutMs?: number;
   /** Pause between two datagrams, in ms (`--delay`). */
   delayMs?: number;
   /** `--trace`: sees each datagram sent and each reply received. */
   trace?: Trace;
   /** Called with each reply as it arrives (a view: copy it to keep it). */
-  onReply?: (reply: Uint8Array, from: Deno.NetAddr) => void | Promise<void>;
+  onReply?: (reply: Uint8Array, from: Deno.Addr) => void | Promise<void>;
+  /**
+   * To many (default: when the destination is a group or a broadcast
+   * address): take replies from any address, and every one of them that
+   * comes within `timeoutMs`, not one per datagram.
+   */
+  toMany?: boolean;
+  /** To a group: the TTL of the datagrams (IPv4 only; the kernel's is 1). */
+  ttl?: number;
+  /** To a group: deliver our datagrams to this host's own members too. */
+  multicastLoopback?: boolean;
 }
 
 /**
  * Send each of `datagrams` as ONE datagram to `hostname:port`, then wait
  * for as many replies from that address and port, at most `timeoutMs` for
- * each. Returns the replies in the order they came.
+ * each. Returns the replies in the order they came. To a multicast group or
+ * a broadcast address (or with `toMany`), one datagram reaches many
+ * receivers: every reply that comes within `timeoutMs`, from anyone, is
+ * taken.
  *
  * Throws an Error whose message is the plain reason; no reply at all is
  * `no reply from udp HOST:PORT within MS ms`.
@@ -175,23 +259,119 @@ export async function sendDatagrams(
   datagrams: Uint8Array[],
   options: SendOptions = {},
 ): Promise<UdpReply[]> {
-  const { timeoutMs = DEFAULTS.timeoutMs, delayMs = 0, trace } = options;
+  const to: Deno.NetAddr = { transport: "udp", hostname, port };
+  const toMany = options.toMany ?? (isGroup(hostname) || isBroadcast(hostname));
   // Bind a socket of our own on port 0: the OS picks a free (ephemeral)
   // port, and that port is where the replies will come back to.
-  const socket = listenUdpForSending(hostname, port);
-  const to: Deno.NetAddr = { transport: "udp", hostname, port };
+  const socket = listenUdpForSending(hostname, port, options);
+  try {
+    // To a group: the TTL (how many routers it may cross; 1: this link
+    // only) is a socket option, and Deno sets it only through a group's
+    // membership, so the sending socket joins the group first.
+    if (isGroup(hostname) && options.ttl !== undefined) {
+      const membership = await socket.joinMulticastV4(hostname, "0.0.0.0");
+      await membership.setTTL(options.ttl);
+    }
+  } catch (err) {
+    socket.close();
+    throw new Error(explainJoinError(err, hostname, socket.addr), {
+      cause: err,
+    });
+  }
   // The largest datagram depends on the IP version the socket speaks: say
   // so before sending, rather than pass on the OS's "Message too long".
   const ipv6 = (socket.addr as Deno.NetAddr).hostname.includes(":");
-  const max = ipv6 ? MAX_UDP_PAYLOAD_IPV6 : MAX_UDP_PAYLOAD_IPV4;
-  const tooBig = datagrams.find((d) => d.length > max);
+  const tooBig = datagrams.find((d) =>
+    d.length > (ipv6 ? MAX_UDP_PAYLOAD_IPV6 : MAX_UDP_PAYLOAD_IPV4)
+  );
   if (tooBig !== undefined) {
     socket.close();
     throw new Error(
       `cannot send to udp ${formatAddr(to)}: ${doesNotFit(tooBig.length)}`,
     );
   }
-  const isFromServer = replyFilter(hostname, port);
+  // Anyone can send to our port: take only what comes from the server's
+  // port (from any address, when one datagram went to many).
+  const accept = toMany
+    ? (from: Deno.Addr) => from.transport === "udp" && from.port === port
+    : replyFilter(hostname, port);
+  return await exchange(socket, to, datagrams, { ...options, toMany }, {
+    accept,
+    explain: (err) => explainSendError(err, hostname, port),
+  }) as UdpReply[];
+}
+
+/**
+ * The sender over a Unix datagram socket at `path`. A reply goes to the
+ * sender's name, and a socket that never bound a path has none (the server
+ * sees "(unnamed)" and cannot answer): so bind one first, in a private
+ * folder of our own (mode 0700: only this user can reach it), and remove
+ * the folder at the end.
+ */
+export async function sendUnixDatagrams(
+  path: string,
+  datagrams: Uint8Array[],
+  options: SendOptions = {},
+): Promise<UdpReply<Deno.UnixAddr>[]> {
+  requireUdp();
+  const to: Deno.UnixAddr = { transport: "unixpacket", path };
+  const tooBig = datagrams.find((d) => d.length > MAX_UDP_PAYLOAD_IPV6);
+  if (tooBig !== undefined) {
+    throw new Error(
+      `cannot send to unixgram ${path}: ${doesNotFit(tooBig.length)}`,
+    );
+  }
+  const explain = (err: unknown) => explainUnixSendError(err, path);
+  let dir: string;
+  try {
+    dir = await Deno.makeTempDir({ prefix: "udp-send-" });
+  } catch (err) {
+    throw new Error(explain(err), { cause: err });
+  }
+  try {
+    let socket: Deno.DatagramConn;
+    try {
+      socket = Deno.listenDatagram({
+        transport: "unixpacket",
+        path: `${dir}/reply.sock`,
+      });
+    } catch (err) {
+      throw new Error(explain(err), { cause: err });
+    }
+    // Only this user can send to a socket in our 0700 folder: what comes
+    // is the server's reply. Deno 2.9 cannot send on a Unix datagram
+    // socket while a receive() waits on it ("Socket already in use"), so
+    // each reply is awaited before the next datagram goes out.
+    return await exchange(socket, to, datagrams, options, {
+      accept: () => true,
+      explain,
+      lockstep: true,
+    }) as UdpReply<Deno.UnixAddr>[];
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/**
+ * Send `datagrams` on `socket` to `to` and collect the replies `accept`
+ * takes: one per datagram (the clock restarts with each), or, `toMany`,
+ * all that come within the timeout after the last send. `lockstep`: wait
+ * for each reply before the next send (see sendUnixDatagrams). Closes
+ * `socket`.
+ */
+async function exchange(
+  socket: Deno.DatagramConn,
+  to: Deno.Addr,
+  datagrams: Uint8Array[],
+  options: SendOptions,
+  how: {
+    accept: (from: Deno.Addr) => boolean;
+    explain: (err: unknown) => string;
+    lockstep?: boolean;
+  },
+): Promise<UdpReply<Deno.Addr>[]> {
+  const { timeoutMs = DEFAULTS.timeoutMs, delayMs = 0, trace } = options;
+  const toMany = options.toMany ?? false;
   // UDP has no handshake and no "connection refused" on this socket: if
   // nobody answers, nothing at all happens. Only a clock ends the wait, and
   // a pending receive() ends only when its socket is closed.
@@ -204,62 +384,76 @@ export async function sendDatagrams(
       socket.close();
     }, timeoutMs);
   };
-  const replies: UdpReply[] = [];
+  const replies: UdpReply<Deno.Addr>[] = [];
+  const buffer = new Uint8Array(RECEIVE_BUFFER_SIZE);
   let handlerError: unknown;
-  // Receive while still sending: replies to the first datagrams can come
-  // back while we pause between the others.
-  const receiving = (async () => {
-    const buffer = new Uint8Array(RECEIVE_BUFFER_SIZE);
-    while (replies.length < datagrams.length) {
-      const [data, from] = await socket.receive(buffer);
-      // Anyone can send to our port; take only what comes from the server.
-      if (!isFromServer(from)) continue;
-      const remote = from as Deno.NetAddr;
-      replies.push({
-        reply: data.slice(),
-        local: socket.addr as Deno.NetAddr,
-        remote,
-      });
-      if (timer !== undefined) startClock();
-      trace?.(`received ${data.length} bytes`, data);
-      try {
-        await options.onReply?.(data, remote);
-      } catch (err) {
-        handlerError = err; // not the network's fault: pass it on as it is
-        throw err;
-      }
+  /** Wait for the next datagram `accept` takes, and hand it on. */
+  const receiveOne = async () => {
+    let data: Uint8Array, from: Deno.Addr;
+    do {
+      [data, from] = await socket.receive(buffer);
+    } while (!how.accept(from)); // anyone may send to our socket
+    replies.push({ reply: data.slice(), local: socket.addr, remote: from });
+    // One reply per datagram: each reply restarts the clock. To many: the
+    // clock that started after the last send ends the wait.
+    if (timer !== undefined && !toMany) startClock();
+    const who = toMany ? ` from ${formatAddr(from)}` : "";
+    trace?.(`received ${data.length} bytes${who}`, data);
+    try {
+      await options.onReply?.(data, from);
+    } catch (err) {
+      handlerError = err; // not the network's fault: pass it on as it is
+      throw err;
     }
-  })();
-  receiving.catch(() => {}); // its error is awaited below
+  };
+  /** One send(): one datagram (after --delay, but for the first). */
+  const sendOne = async (i: number) => {
+    if (i > 0 && delayMs > 0) await sleep(delayMs);
+    await socket.send(datagrams[i], to);
+    trace?.(`sent ${datagrams[i].length} bytes`, datagrams[i]);
+  };
+  let receiving: Promise<void> | undefined;
   try {
+    if (how.lockstep) {
+      for (let i = 0; i < datagrams.length; i++) {
+        await sendOne(i);
+        startClock();
+        await receiveOne();
+      }
+      return replies;
+    }
+    // Receive while still sending: replies to the first datagrams can come
+    // back while we pause between the others.
+    receiving = (async () => {
+      while (toMany || replies.length < datagrams.length) await receiveOne();
+    })();
+    receiving.catch(() => {}); // its error is awaited below
     // Each datagram goes out right after the one before (or after --delay),
     // without waiting for its reply: UDP has no flow control to wait for.
-    for (const [i, datagram] of datagrams.entries()) {
-      if (i > 0 && delayMs > 0) await sleep(delayMs);
-      await socket.send(datagram, to); // one send(): one datagram
-      trace?.(`sent ${datagram.length} bytes`, datagram);
-    }
+    for (let i = 0; i < datagrams.length; i++) await sendOne(i);
     startClock();
     await receiving;
     return replies;
   } catch (err) {
     if (err === handlerError) throw err;
-    if (timedOut || isIcmpError(err)) {
+    if (timedOut && toMany && replies.length > 0) return replies;
+    if (timedOut || (isIcmpError(err) && to.transport === "udp")) {
       // Other systems (and a *connected* socket, as `nc -u` uses) may hear
       // an ICMP "port unreachable" as an error; either way: no reply.
-      const got = datagrams.length > 1
+      const got = datagrams.length > 1 && !toMany
         ? ` (${replies.length} of ${datagrams.length} datagrams answered)`
         : "";
+      const proto = to.transport === "udp" ? "udp" : "unixgram";
       throw new Error(
-        `no reply from udp ${formatAddr(to)} within ${timeoutMs} ms${got}`,
+        `no reply from ${proto} ${formatAddr(to)} within ${timeoutMs} ms${got}`,
         { cause: err },
       );
     }
-    throw new Error(explainSendError(err, hostname, port), { cause: err });
+    throw new Error(how.explain(err), { cause: err });
   } finally {
     clearTimeout(timer);
     if (!timedOut) socket.close();
-    await receiving.catch(() => {});
+    await receiving?.catch(() => {});
   }
 }
 
@@ -311,6 +505,14 @@ export interface UdpOptions {
   hostname: string;
   /** Port to bind or to send to. */
   port: number;
+  /** A Unix datagram socket's path instead of hostname and port; null: UDP. */
+  unix: string | null;
+  /** serve: multicast groups to join (239.255.0.0/16, ff15::/16). */
+  join: string[];
+  /** send: the TTL of datagrams to an IPv4 group; null: the kernel's (1). */
+  ttl: number | null;
+  /** send: to a group, deliver to this host's own members too. */
+  multicastLoopback: boolean;
   /** send: how long to wait for each reply, in milliseconds. */
   timeoutMs: number;
   /** serve: print no line per datagram (unless `trace`). */
@@ -331,6 +533,10 @@ export interface UdpOptions {
 export const DEFAULTS: Omit<UdpOptions, "command" | "message"> = {
   hostname: "127.0.0.1",
   port: 8080,
+  unix: null,
+  join: [],
+  ttl: null,
+  multicastLoopback: false,
   timeoutMs: 2000,
   quiet: false,
   trace: false,
@@ -348,10 +554,18 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
 /** The most `send` reads from stdin when it is cut with --chunk. */
 export const MAX_STDIN_BYTES = 16 << 20;
 
+/**
+ * The multicast groups this playground may use: IPv4's organization-local
+ * scope (RFC 2365) and IPv6's site-local transient groups (RFC 4291), the
+ * private ranges of multicast, never routed to the internet.
+ */
+export const GROUP_RANGES = "239.255.0.0/16 or ff15::/16";
+
 /** The usage text printed by `--help` and after a usage error. */
 export const USAGE =
   `usage: deno run --allow-net=127.0.0.1 --unstable-net udp.ts [serve] [options]
        deno run --allow-net=127.0.0.1 --unstable-net udp.ts send [options] [MESSAGE...]
+       deno run --allow-read=/tmp --allow-write=/tmp --allow-net --unstable-net udp.ts [serve|send] --unix PATH ...
 
 serve (the default): a UDP echo server. Every datagram goes back to its
 sender unchanged, one datagram out for each datagram in. Datagrams that
@@ -364,7 +578,9 @@ held back until it falls quiet, sends them back the moment they go out.
 send: sends MESSAGE (text: the words joined by single spaces, UTF-8, no
 newline added; '' sends an empty datagram) as ONE datagram and prints the
 reply on stdout. Without MESSAGE it sends stdin, byte for byte, as ONE
-datagram: the way to send binary data.
+datagram: the way to send binary data. To a multicast group or a broadcast
+address, one datagram reaches many: every reply that comes within the
+timeout is printed, one line each: "from HOST:PORT: PAYLOAD".
 
 options:
   --hostname H   serve: address to bind (default ${DEFAULTS.hostname}: only this
@@ -374,11 +590,37 @@ options:
                  then name 0.0.0.0 and every sender to be answered (a reply
                  goes to the sender's address): --allow-net=0.0.0.0,192.0.2.7,
                  or --allow-net for anyone.
-                 send: address or name to send to (default ${DEFAULTS.hostname})
+                 send: address or name to send to (default ${DEFAULTS.hostname});
+                 a group, or a broadcast address (255.255.255.255, an
+                 address ending in .255, or with --allow-sys=networkInterfaces
+                 any subnet's broadcast address here)
   --port N       port, 0..65535; 0 picks a free one (serve); send needs
                  1..65535 (default ${DEFAULTS.port})
+  --unix PATH    a Unix datagram socket (a file, no port, no network)
+                 instead of --hostname and --port. serve binds PATH (a stale
+                 socket file that nobody is bound to is replaced; any other
+                 file is left alone) and removes it when it stops; the first
+                 line is "unixgram listening on PATH". send binds a path of
+                 its own in a private temporary folder, for the reply.
+                 Grants: Deno checks read, write and net (unix:ABSOLUTE-PATH)
+                 for each path: --allow-read=PATH --allow-write=PATH
+                 --allow-net=unix:PATH binds it; a reply goes to the
+                 sender's random path in the temp folder, which an exact
+                 unix: grant cannot name, so both sides need
+                 --allow-read=/tmp --allow-write=/tmp --allow-net
+  --join GROUP   serve: join the multicast group GROUP (repeatable), from
+                 ${GROUP_RANGES}; needs --hostname 0.0.0.0 (or ::
+                 for an IPv6 group): a socket bound to one address gets
+                 only what is sent to that address
+  --ttl N        send: to an IPv4 group, how many routers the datagram may
+                 cross, 0..255 (the kernel's default is 1: this link only;
+                 0: this host only). Deno 2.9 cannot set IPv6's hop limit
+  --multicast-loopback
+                 send: to a group, also deliver to members on this host
+                 (IP_MULTICAST_LOOP is the sending socket's option; Deno
+                 turns it off, the kernel's default is on)
   --timeout MS   send: wait MS milliseconds for each reply, 1..${MAX_TIMER_MS}
-                 (default ${DEFAULTS.timeoutMs})
+                 (default ${DEFAULTS.timeoutMs}); to many, collect replies that long
   --chunk N      send: cut the payload into datagrams of at most N bytes,
                  sent one after another; each reply is printed
   --delay MS     send: with --chunk, pause MS milliseconds between datagrams,
@@ -392,13 +634,18 @@ options:
                  (implies --trace)
   --help         show this help
 
-The first line of serve's output is "udp listening on HOST:PORT".
+The first line of serve's output is "udp listening on HOST:PORT" (with
+--unix: "unixgram listening on PATH").
 UDP is unstable in Deno 2: without --unstable-net there is no UDP at all.`;
 
 /** The flags, for `parseFlags` (node:util's parseArgs). */
 const FLAGS = {
   hostname: { type: "string" },
   port: { type: "string" },
+  unix: { type: "string" },
+  join: { type: "string", multiple: true },
+  ttl: { type: "string" },
+  "multicast-loopback": { type: "boolean" },
   timeout: { type: "string" },
   chunk: { type: "string" },
   delay: { type: "string" },
@@ -410,6 +657,9 @@ const FLAGS = {
 
 /** Flags that belong to one subcommand only. */
 const ONLY_FOR: Record<string, "serve" | "send"> = {
+  join: "serve",
+  ttl: "send",
+  "multicast-loopback": "send",
   timeout: "send",
   chunk: "send",
   delay: "send",
@@ -422,7 +672,12 @@ const ONLY_FOR: Record<string, "serve" | "send"> = {
  * for anything it does not understand; nothing is bound here.
  */
 export function parseUdpArgs(args: string[]): UdpOptions {
-  const options: UdpOptions = { command: "serve", ...DEFAULTS, message: null };
+  const options: UdpOptions = {
+    command: "serve",
+    ...DEFAULTS,
+    join: [],
+    message: null,
+  };
   // --help wins over everything before a `--`, even a bad flag.
   const dashes = args.indexOf("--");
   const flagArgs = dashes >= 0 ? args.slice(0, dashes) : args;
@@ -443,6 +698,9 @@ export function parseUdpArgs(args: string[]): UdpOptions {
       throw new UsageError(`--${flag} is for ${only} only`);
     }
   }
+  if (values.unix !== undefined) {
+    options.unix = parseUnixPath(values, command);
+  }
   if (values.hostname !== undefined) {
     options.hostname = parseHostname(values.hostname);
   }
@@ -450,6 +708,28 @@ export function parseUdpArgs(args: string[]): UdpOptions {
     // A sender needs a real destination: nobody can receive on port 0.
     const min = command === "send" ? 1 : 0;
     options.port = parseInteger("--port", values.port, min, 65535);
+  }
+  for (const group of values.join ?? []) {
+    options.join.push(parseGroup("--join", group));
+  }
+  if (options.join.length > 0) checkJoinBind(options.hostname, options.join);
+  if (command === "send" && isMulticast(options.hostname)) {
+    parseGroup("--hostname", options.hostname); // in our ranges, or a usage error
+  }
+  if (values.ttl !== undefined) {
+    options.ttl = parseInteger("--ttl", values.ttl, 0, 255);
+    checkGroupOnly("--ttl", options.hostname);
+    if (options.hostname.includes(":")) {
+      throw new UsageError(
+        `--ttl is for IPv4 groups: Deno 2.9 cannot set the hop limit of ` +
+          `IPv6 multicast (MulticastV6Membership has no setTTL); the ` +
+          `kernel's default, 1, keeps it on this link`,
+      );
+    }
+  }
+  if (values["multicast-loopback"]) {
+    checkGroupOnly("--multicast-loopback", options.hostname);
+    options.multicastLoopback = true;
   }
   if (values.timeout !== undefined) {
     options.timeoutMs = parseInteger(
@@ -487,6 +767,103 @@ export function parseUdpArgs(args: string[]): UdpOptions {
   return options;
 }
 
+/**
+ * `--unix PATH`: a path names the socket, so the flags that name an IP
+ * socket (and the IP-only ones) cannot come with it.
+ */
+function parseUnixPath(
+  values: Record<string, unknown>,
+  command: UdpOptions["command"],
+): string {
+  const path = values.unix as string;
+  for (
+    const flag of ["hostname", "port", "join", "ttl", "multicast-loopback"]
+  ) {
+    if (values[flag] !== undefined) {
+      throw new UsageError(
+        flag === "hostname" || flag === "port"
+          ? `--unix PATH replaces --hostname and --port (a Unix socket is ` +
+            `named by a path, not an address and port): give one or the other`
+          : `--${flag} is for UDP (IP multicast), not --unix`,
+      );
+    }
+  }
+  if (path === "") throw new UsageError(`--unix needs a path`);
+  if (command === "send" && path.endsWith("/")) {
+    throw new UsageError(`--unix takes the socket's path, not a folder`);
+  }
+  return path;
+}
+
+/** Whether `host` is an IP multicast address: 224.0.0.0/4 or ff00::/8. */
+export function isMulticast(host: string): boolean {
+  const v4 = /^(\d{1,3})\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.exec(host);
+  if (v4) return Number(v4[1]) >= 224 && Number(v4[1]) <= 239;
+  return /^ff[0-9a-f]{2}:/i.test(host);
+}
+
+/** Whether `host` is a group this playground may use (see GROUP_RANGES). */
+export function isGroup(host: string): boolean {
+  return /^239\.255\.\d{1,3}\.\d{1,3}$/.test(host) &&
+      host.split(".").every((b) => Number(b) <= 255) ||
+    /^ff15:/i.test(host) && isIpv6Literal(host);
+}
+
+/** A group address for `flag`, checked to be in our ranges. */
+function parseGroup(flag: string, text: string): string {
+  const host = text.replace(/^\[(.*)\]$/, "$1");
+  if (!isGroup(host)) {
+    const what = isMulticast(host)
+      ? "a multicast group outside the ranges used here"
+      : "not a multicast group address";
+    throw new UsageError(
+      `${flag} ${JSON.stringify(text)}: ${what}; use a group from ` +
+        `${GROUP_RANGES} (e.g. 239.255.0.1 or ff15::1), multicast's ` +
+        `private ranges`,
+    );
+  }
+  return canonicalHost(host);
+}
+
+/**
+ * A group is received on a socket bound to the wildcard of its IP version
+ * (or to the group itself, which could not send a reply): say so at once.
+ */
+function checkJoinBind(hostname: string, groups: string[]): void {
+  const v6 = groups.filter((g) => g.includes(":"));
+  if (v6.length > 0 && v6.length < groups.length) {
+    throw new UsageError(
+      `--join: one socket takes IPv4 or IPv6 groups, not both; run two servers`,
+    );
+  }
+  const wildcard = v6.length > 0 ? "::" : "0.0.0.0";
+  if (canonicalHost(hostname) !== wildcard) {
+    throw new UsageError(
+      `--join needs --hostname ${wildcard}: a socket bound to ${hostname} ` +
+        `receives only datagrams sent to ${hostname}, never the group's`,
+    );
+  }
+}
+
+/** `flag` changes only datagrams to a multicast group. */
+function checkGroupOnly(flag: string, hostname: string): void {
+  if (!isGroup(hostname)) {
+    throw new UsageError(
+      `${flag} is for sending to a multicast group (--hostname from ` +
+        `${GROUP_RANGES}); Deno has no such option for other datagrams`,
+    );
+  }
+}
+
+/** An IPv6 literal, as URL parsing accepts it. */
+function isIpv6Literal(host: string): boolean {
+  try {
+    return new URL(`http://[${host}]`).hostname !== "";
+  } catch {
+    return false;
+  }
+}
+
 /** UDP needs `--unstable-net` in Deno 2: say so, instead of a TypeError. */
 function requireUdp(): void {
   if (typeof Deno.listenDatagram !== "function") {
@@ -501,23 +878,53 @@ function requireUdp(): void {
 
 /** `udp.ts serve`: bind, say so, echo until SIGINT/SIGTERM, sum up. */
 async function mainServe(options: UdpOptions): Promise<number> {
-  const socket = listenUdp(options);
+  const socket = options.unix !== null
+    ? await listenUnixgram(options.unix)
+    : listenUdp(options);
   // Catch Ctrl-C and SIGTERM before saying we listen: whoever reads that
   // line may stop us at once. Stopping closes the socket at once, so a
   // second signal has nothing left to hurry.
   const controller = new AbortController();
   const removeSignals = onStopSignals(() => controller.abort());
   try {
-    log(`udp listening on ${formatAddr(socket.addr)}`);
+    // Members before the listening line: whoever reads it may send to the
+    // group at once.
+    try {
+      await joinGroups(socket, options.join);
+    } catch (err) {
+      closeSocket(socket);
+      throw err;
+    }
+    const proto = socket.addr.transport === "udp" ? "udp" : "unixgram";
+    log(`${proto} listening on ${formatAddr(socket.addr)}`);
+    for (const group of options.join) {
+      log(
+        `udp joined group ${group}: datagrams to ${
+          formatAddr({
+            hostname: group,
+            port: (socket.addr as Deno.NetAddr).port,
+          })
+        } come here`,
+      );
+    }
     const summary = await serveUdp(socket, {
       ...options,
       signal: controller.signal,
     });
-    log(summaryLine(summary));
+    log(summaryLine(summary, proto));
   } finally {
     removeSignals();
   }
   return 0;
+}
+
+/** Close a socket that may be closed already (and remove its file). */
+function closeSocket(socket: Deno.DatagramConn): void {
+  const path = "path" in socket.addr ? socket.addr.path : null;
+  try {
+    socket.close();
+  } catch { /* closed already */ }
+  if (path) removeOwnSocketFile(path, null);
 }
 
 /**
@@ -547,8 +954,11 @@ export interface UdpSummary {
 }
 
 /** The summary line, as serve prints it when it stops. */
-export function summaryLine(s: UdpSummary): string {
-  return `udp server stopped: ${s.datagrams} datagrams, ` +
+export function summaryLine(
+  s: UdpSummary,
+  proto: "udp" | "unixgram" = "udp",
+): string {
+  return `${proto} server stopped: ${s.datagrams} datagrams, ` +
     `${s.bytesIn} bytes in, ${s.bytesOut} bytes out` +
     (s.forbidden > 0
       ? `, ${s.forbidden} replies forbidden by Deno's permissions`
@@ -571,6 +981,8 @@ class UdpServer {
   };
   /** Our address, for log lines. */
   readonly local: string;
+  /** "udp", or "unixgram" for a Unix datagram socket, for log lines. */
+  readonly proto: "udp" | "unixgram";
   closed = false;
   #socket: Deno.DatagramConn;
   #print: (line: string) => void;
@@ -583,10 +995,17 @@ class UdpServer {
   // Peers told about a failed reply, the most recent MAX_REMEMBERED: under
   // traffic, one warning per datagram would grow stderr without bound.
   #failedPeers = new Set<string>();
+  // A Unix socket's file, and which file it is (its inode), to remove at
+  // the end: Deno leaves a datagram socket's file behind when it closes.
+  #file?: { path: string; ino: number | null };
 
   constructor(socket: Deno.DatagramConn, options: ServeUdpOptions) {
     this.#socket = socket;
     this.local = formatAddr(socket.addr);
+    this.proto = socket.addr.transport === "udp" ? "udp" : "unixgram";
+    if ("path" in socket.addr && socket.addr.path) {
+      this.#file = { path: socket.addr.path, ino: inodeOf(socket.addr.path) };
+    }
     this.#print = options.log ?? log;
     this.#warn = options.warn ?? warn;
     this.#trace = options.trace ?? false;
@@ -600,7 +1019,7 @@ class UdpServer {
   }
 
   /** Count and log a datagram received; whether to answer it now. */
-  received(data: Uint8Array, peer: Deno.NetAddr): boolean {
+  received(data: Uint8Array, peer: Deno.Addr): boolean {
     this.summary.datagrams++;
     this.summary.bytesIn += data.length;
     const refusal = this.#guard.refuse(data, peer);
@@ -608,7 +1027,7 @@ class UdpServer {
     // the bytes under it). --trace wins over --quiet.
     if (this.#perDatagram) {
       const ends = `local ${this.local} remote ${formatAddr(peer)}`;
-      const what = `udp datagram ${ends} ${data.length} bytes` +
+      const what = `${this.proto} datagram ${ends} ${data.length} bytes` +
         (refusal === null ? "" : `, not answered: ${refusal}`);
       traceBytes(this.#print, what, data, this.#hex);
     }
@@ -616,16 +1035,18 @@ class UdpServer {
   }
 
   /** Count (and with --trace, log) a reply that went out. */
-  sent(bytes: Uint8Array, peer: Deno.NetAddr): void {
+  sent(bytes: Uint8Array, peer: Deno.Addr): void {
     this.summary.bytesOut += bytes.length;
     if (this.#trace) {
-      const what = `udp sent ${bytes.length} bytes to ${formatAddr(peer)}`;
+      const what = `${this.proto} sent ${bytes.length} bytes to ${
+        formatAddr(peer)
+      }`;
       traceBytes(this.#print, what, bytes, this.#hex);
     }
   }
 
   /** Count a reply that failed; warn once per peer (the summary has them all). */
-  replyFailed(peer: Deno.NetAddr, err: unknown): void {
+  replyFailed(peer: Deno.Addr, err: unknown): void {
     if (err instanceof Deno.errors.NotCapable) this.summary.forbidden++;
     else this.summary.failed++;
     const key = formatAddr(peer);
@@ -636,18 +1057,20 @@ class UdpServer {
     }
     this.#failedPeers.add(key);
     this.#warn(
-      `warning: udp reply to ${key} failed: ${
-        explainReplyError(err, peer, this.#socket.addr as Deno.NetAddr)
+      `warning: ${this.proto} reply to ${key} failed: ${
+        explainReplyError(err, peer, this.#socket.addr)
       } (further failures to it are counted in the summary)`,
     );
   }
 
   /** Send `count` replies the guard held back from `peer`, now that it is quiet. */
-  #answerLate(bytes: Uint8Array, peer: Deno.NetAddr, count: number): void {
+  #answerLate(bytes: Uint8Array, peer: Deno.Addr, count: number): void {
     if (this.closed) return;
     if (this.#perDatagram) {
       this.#print(
-        `udp ${formatAddr(peer)} was quiet for ${LOOP_PROBE_MS} ms: ` +
+        `${this.proto} ${
+          formatAddr(peer)
+        } was quiet for ${LOOP_PROBE_MS} ms: ` +
           `sending the ${count} ${count === 1 ? "reply" : "replies"} held back`,
       );
     }
@@ -665,12 +1088,16 @@ class UdpServer {
     sending.finally(() => this.#late.delete(sending));
   }
 
-  /** Close the socket (a pending receive() ends) and stop the guard's clock. */
+  /**
+   * Close the socket (a pending receive() ends), stop the guard's clock,
+   * and remove our socket file, if it is still ours.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.#guard.close();
     this.#socket.close();
+    if (this.#file) removeOwnSocketFile(this.#file.path, this.#file.ino);
   }
 
   /** Close, wait for late replies being sent to end, and sum up. */
@@ -679,6 +1106,29 @@ class UdpServer {
     await Promise.all(this.#late);
     return this.summary;
   }
+}
+
+/** The inode of the file at `path` (null if it cannot be read). */
+function inodeOf(path: string): number | null {
+  try {
+    return Deno.lstatSync(path).ino;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Remove the socket file we bound at `path`, if it is still that file (the
+ * same inode): a file someone put there since is not ours to remove.
+ * Best effort: what cannot be removed stays, and the next start replaces
+ * it as stale.
+ */
+function removeOwnSocketFile(path: string, ino: number | null): void {
+  try {
+    const info = Deno.lstatSync(path);
+    if (!info.isSocket || (ino !== null && info.ino !== ino)) return;
+    Deno.removeSync(path);
+  } catch { /* gone already, or not ours to remove */ }
 }
 
 /** An ICMP "unreachable" surfacing as an error on an unconnected socket. */
@@ -690,12 +1140,36 @@ function isIcmpError(err: unknown): boolean {
 /** Why a reply to `to` from `local` could not be sent, for the warning line. */
 function explainReplyError(
   err: unknown,
-  to: Deno.NetAddr,
-  local: Deno.NetAddr,
+  to: Deno.Addr,
+  local: Deno.Addr,
 ): string {
-  if (err instanceof Deno.errors.NotCapable) {
-    const grant = [...new Set([local.hostname, to.hostname])]
-      .map(allowNetHost).join(",");
+  if ("path" in to) {
+    // Over a Unix socket a reply is a send to the sender's path: Deno
+    // checks the grants for it, and the OS the file's permissions.
+    if (err instanceof Deno.errors.NotCapable) {
+      const dir = to.path?.replace(/\/[^/]*$/, "") || ".";
+      return `Deno has no permission to send to unixgram ${to.path} (a ` +
+        `reply goes to the sender's path, which the grants must cover ` +
+        `too); run with --allow-write=${dir} --allow-net=unix:${to.path}, ` +
+        `or, for senders at random paths (udp.ts send binds one in the ` +
+        `temporary folder), --allow-write=/tmp --allow-net`;
+    }
+    if (err instanceof Deno.errors.PermissionDenied) {
+      return `permission denied: the sender's socket file does not let ` +
+        `this user write to it`;
+    }
+    if (
+      err instanceof Deno.errors.ConnectionRefused ||
+      err instanceof Deno.errors.NotFound
+    ) {
+      return `the sender's socket is gone (it closed before the reply)`;
+    }
+    return errorText(err);
+  }
+  if (err instanceof Deno.errors.NotCapable && "hostname" in to) {
+    const hosts = [to.hostname];
+    if ("hostname" in local) hosts.unshift(local.hostname);
+    const grant = [...new Set(hosts)].map(allowNetHost).join(",");
     return `Deno has no permission to send to udp ${formatAddr(to)} (a ` +
       `reply goes to the sender's address, which the grant must name too); ` +
       `run with --allow-net=${grant}, or --allow-net to answer anyone`;
@@ -728,7 +1202,7 @@ const HELD =
 /** Replies held back from one suspect: its bytes, sent `count` times. */
 export interface Held {
   bytes: Uint8Array;
-  peer: Deno.NetAddr;
+  peer: Deno.Addr;
   count: number;
   /** When the last of them arrived (ms, the clock `refuse` is given). */
   last: number;
@@ -782,7 +1256,7 @@ export class EchoLoopGuard {
   #port: number;
   #wildcard: boolean;
   #warn: (line: string) => void;
-  #answerLate?: (bytes: Uint8Array, to: Deno.NetAddr, count: number) => void;
+  #answerLate?: (bytes: Uint8Array, to: Deno.Addr, count: number) => void;
   #seed = crypto.getRandomValues(new Uint32Array(1))[0];
   // The reply table, a row of 4 numbers per slot (one cache line): the
   // fingerprint of a reply and its peer, the peer's port, when we sent it,
@@ -805,11 +1279,11 @@ export class EchoLoopGuard {
   constructor(
     local: Deno.Addr,
     warnLine: (line: string) => void = warn,
-    answerLate?: (bytes: Uint8Array, to: Deno.NetAddr, count: number) => void,
+    answerLate?: (bytes: Uint8Array, to: Deno.Addr, count: number) => void,
   ) {
-    const addr = local as Deno.NetAddr;
-    this.#host = addr.hostname ?? "";
-    this.#port = addr.port ?? -1;
+    [this.#host, this.#port] = local.transport === "udp"
+      ? [local.hostname, local.port]
+      : ["", -1];
     this.#wildcard = this.#host === "0.0.0.0" || this.#host === "::";
     this.#warn = warnLine;
     this.#answerLate = answerLate;
@@ -821,36 +1295,27 @@ export class EchoLoopGuard {
    */
   refuse(
     data: Uint8Array,
-    from: Deno.NetAddr,
+    from: Deno.Addr,
     now = Date.now(),
   ): string | null {
-    const { hostname, port } = from;
-    if (port === 0) {
+    const [hostname, port] = peerParts(from);
+    if (from.transport !== "udp") {
+      // A Unix datagram socket: no ports, and no forged sources: the kernel
+      // names the sender by the path its socket is bound to, and only that
+      // socket can send from it. So nobody can make us answer another
+      // echo, and there is no loop to look for. But a sender that bound no
+      // path has no name: there is nowhere to send a reply.
+      if (hostname !== "") return null;
       return this.#once(
-        "port 0",
+        "unnamed",
         from,
-        "source port 0 (no socket can receive there: a forged or broken sender)",
+        "the sender's socket has no name (it bound no path), so a reply " +
+          "has nowhere to go; a sender must bind a path of its own first " +
+          "(udp.ts send does)",
       );
     }
-    if (port < 1024) {
-      return this.#once(
-        "port below 1024",
-        from,
-        "source port below 1024, where echo, chargen, daytime and time " +
-          "live: answering could start an endless loop (CVE-1999-0103); " +
-          "inetd and xinetd drop these too",
-      );
-    }
-    if (
-      port === this.#port && (hostname === this.#host || this.#wildcard)
-    ) {
-      return this.#once(
-        "own address",
-        from,
-        "that is this server's own address and port (a forged source): " +
-          "the answer would come straight back, forever",
-      );
-    }
+    const refused = this.#refuseSource(from, hostname, port);
+    if (refused !== null) return refused;
     const peer = `${hostname} ${port}`;
     if (this.#muted.size > 0) {
       const until = this.#muted.get(peer);
@@ -919,6 +1384,41 @@ export class EchoLoopGuard {
     return null;
   }
 
+  /** The UDP sources never answered: port 0, below 1024, our own. */
+  #refuseSource(
+    from: Deno.NetAddr,
+    hostname: string,
+    port: number,
+  ): string | null {
+    if (port === 0) {
+      return this.#once(
+        "port 0",
+        from,
+        "source port 0 (no socket can receive there: a forged or broken sender)",
+      );
+    }
+    if (port < 1024) {
+      return this.#once(
+        "port below 1024",
+        from,
+        "source port below 1024, where echo, chargen, daytime and time " +
+          "live: answering could start an endless loop (CVE-1999-0103); " +
+          "inetd and xinetd drop these too",
+      );
+    }
+    if (
+      port === this.#port && (hostname === this.#host || this.#wildcard)
+    ) {
+      return this.#once(
+        "own address",
+        from,
+        "that is this server's own address and port (a forged source): " +
+          "the answer would come straight back, forever",
+      );
+    }
+    return null;
+  }
+
   /**
    * The replies held back from suspects that have been quiet for
    * {@link LOOP_PROBE_MS} by `now`: they are to be sent now (the guard's
@@ -930,7 +1430,7 @@ export class EchoLoopGuard {
     for (const [key, held] of this.#held) {
       if (now - held.last < LOOP_PROBE_MS) continue;
       this.#held.delete(key);
-      const { hostname, port } = held.peer;
+      const [hostname, port] = peerParts(held.peer);
       if ((this.#muted.get(`${hostname} ${port}`) ?? 0) > now) continue;
       if (this.#trials.size >= MAX_REMEMBERED) {
         this.#trials.delete(this.#trials.keys().next().value!);
@@ -972,14 +1472,17 @@ export class EchoLoopGuard {
   }
 
   /** An echo loop: mute the peer, with one warning. */
-  #loop(from: Deno.NetAddr, now: number, returns: number): string {
+  #loop(from: Deno.Addr, now: number, returns: number): string {
     if (this.#muted.size >= MAX_REMEMBERED) {
       // Full: forget the oldest mute (a Map keeps insertion order).
       this.#muted.delete(this.#muted.keys().next().value!);
     }
-    this.#muted.set(`${from.hostname} ${from.port}`, now + LOOP_MUTE_MS);
+    const [hostname, port] = peerParts(from);
+    this.#muted.set(`${hostname} ${port}`, now + LOOP_MUTE_MS);
     this.#warn(
-      `warning: udp ${formatAddr(from)} sent back exactly what it was ` +
+      `warning: ${protoOf(from)} ${
+        formatAddr(from)
+      } sent back exactly what it was ` +
         `sent, ${returns} times in a row: an echo loop (another echo ` +
         `server?); not answering it for ${LOOP_MUTE_MS / 1000} s`,
     );
@@ -987,21 +1490,42 @@ export class EchoLoopGuard {
   }
 
   /** Refuse for `rule`, with one warning per rule and source. */
-  #once(rule: string, from: Deno.NetAddr, why: string): string {
-    const key = `${rule} ${from.hostname} ${from.port}`;
+  #once(rule: string, from: Deno.Addr, why: string): string {
+    const key = `${rule} ${formatAddr(from)}`;
     if (!this.#warned.has(key) && this.#warned.size <= MAX_REMEMBERED) {
       this.#warned.add(key);
       this.#warn(
         this.#warned.size > MAX_REMEMBERED
           ? `warning: udp: more than ${MAX_REMEMBERED} sources not answered; ` +
             `no more warnings about them`
-          : `warning: udp: not answering ${formatAddr(from)}: ${why}`,
+          : `warning: ${protoOf(from)}: not answering ${
+            formatAddr(from)
+          }: ${why}`,
       );
     }
     return rule === "own address"
       ? "from this server's own address"
+      : rule === "unnamed"
+      ? "the sender has no name"
       : `source ${rule}`;
   }
+}
+
+/**
+ * A peer as the guard's tables key it: address and port, or over a Unix
+ * socket its path and {@link UNIX_PEER_PORT}.
+ */
+function peerParts(from: Deno.Addr): [string, number] {
+  if (from.transport === "udp") return [from.hostname, from.port];
+  return ["path" in from ? from.path ?? "" : "", UNIX_PEER_PORT];
+}
+
+/** Stands for the port of a Unix socket's peer: none, and no real port. */
+const UNIX_PEER_PORT = 65_536;
+
+/** "udp", or "unixgram" for a Unix datagram address, for log lines. */
+function protoOf(addr: Deno.Addr): "udp" | "unixgram" {
+  return addr.transport === "udp" ? "udp" : "unixgram";
 }
 
 /** A 32-bit hash of a peer's address and port, to seed {@link fingerprint}. */
@@ -1050,13 +1574,47 @@ async function mainSend(options: UdpOptions): Promise<number> {
       options.chunk > 0 ? MAX_STDIN_BYTES : MAX_UDP_PAYLOAD_IPV6,
     );
   const datagrams = splitPayload(payload, options.chunk);
-  await sendDatagrams(options.hostname, options.port, datagrams, {
+  const sendOptions: SendOptions = {
     timeoutMs: options.timeoutMs,
     delayMs: options.delayMs,
     trace: options.trace ? tracer(warn, "", options.hex) : undefined,
     // The reply is data: raw bytes to stdout, like nc.
     onReply: (reply) => writeStdout(reply),
+  };
+  if (options.unix !== null) {
+    await sendUnixDatagrams(options.unix, datagrams, sendOptions);
+    return 0;
+  }
+  const { hostname, port } = options;
+  if (!isGroup(hostname) && !isBroadcast(hostname)) {
+    await sendDatagrams(hostname, port, datagrams, sendOptions);
+    return 0;
+  }
+  // One datagram, many receivers: each reply on a line of its own, with
+  // the address it came from (the payload's bytes as they are).
+  const replies = await sendDatagrams(hostname, port, datagrams, {
+    ...sendOptions,
+    toMany: true,
+    ttl: options.ttl ?? undefined,
+    multicastLoopback: options.multicastLoopback,
+    onReply: (reply, from) => {
+      const head = new TextEncoder().encode(`from ${formatAddr(from)}: `);
+      const nl = reply.at(-1) === 0x0a ? 0 : 1;
+      const line = new Uint8Array(head.length + reply.length + nl);
+      line.set(head);
+      line.set(reply, head.length);
+      if (nl) line[line.length - 1] = 0x0a;
+      return writeStdout(line);
+    },
   });
+  const senders = new Set(replies.map((r) => formatAddr(r.remote))).size;
+  warn(
+    `${replies.length} ${replies.length === 1 ? "reply" : "replies"} from ` +
+      `${senders} ${senders === 1 ? "host" : "hosts"} within ` +
+      `${options.timeoutMs} ms (to ${
+        isGroup(hostname) ? "the group" : "the broadcast address"
+      } udp ${formatAddr({ hostname, port })})`,
+  );
   return 0;
 }
 
@@ -1124,6 +1682,7 @@ function doesNotFit(size: number): string {
 function listenUdpForSending(
   hostname: string,
   port: number,
+  options: { multicastLoopback?: boolean },
 ): Deno.DatagramConn {
   requireUdp();
   const bindHost = localAddressFor(hostname);
@@ -1132,6 +1691,9 @@ function listenUdpForSending(
       transport: "udp",
       hostname: bindHost,
       port: 0,
+      // IP_MULTICAST_LOOP: whether our datagrams to a group reach this
+      // host's own members. Deno turns it off unless asked.
+      loopback: options.multicastLoopback ?? false,
     });
   } catch (err) {
     throw new Error(explainSendError(err, hostname, port), { cause: err });
@@ -1177,10 +1739,120 @@ function explainSendError(
     return `cannot send to ${where}: the datagram is too big for the ` +
       `network (${message}); send less, or cut it into datagrams with --chunk N`;
   }
-  if (err instanceof Deno.errors.AddrNotAvailable) {
-    return `cannot send to ${where}: no route from this machine (${message})`;
+  if (
+    err instanceof Deno.errors.AddrNotAvailable ||
+    /Network is unreachable|os error 101\b/.test(message)
+  ) {
+    return `cannot send to ${where}: no route from this machine (${message})` +
+      (isGroup(hostname)
+        ? `; a group is sent out of the interface of the route to it (a ` +
+          `route to 224.0.0.0/4 or ff00::/8, or the default route)`
+        : "");
   }
   return `sending to ${where} failed: ${message}`;
+}
+
+/** One sentence for a failure of `send --unix PATH`. */
+function explainUnixSendError(err: unknown, path: string): string {
+  const where = `unixgram ${path}`;
+  if (err instanceof Deno.errors.NotCapable) {
+    const abs = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+    const dir = abs.replace(/\/[^/]*$/, "") || "/";
+    return `Deno has no permission to send to ${where}: a sender needs ` +
+      `write and net grants on that path, and read, write and net on the ` +
+      `path it binds for the reply, at random in the temporary folder ` +
+      `(/tmp, or $TMPDIR), which Deno's exact unix: grant cannot name; ` +
+      `run again with --allow-read=/tmp --allow-write=${
+        /^\/tmp(\/|$)/.test(dir) ? "/tmp" : `${dir},/tmp`
+      } --allow-net`;
+  }
+  if (err instanceof Deno.errors.NotFound) {
+    return `cannot send to ${where}: no such file (is the server running? ` +
+      `start it with: udp.ts serve --unix ${path})`;
+  }
+  if (err instanceof Deno.errors.ConnectionRefused) {
+    const info = (() => {
+      try {
+        return Deno.lstatSync(path);
+      } catch {
+        return null;
+      }
+    })();
+    if (info && !info.isSocket) {
+      return `cannot send to ${where}: ${
+        info.isDirectory ? "that is a directory" : "that is a regular file"
+      }, not a socket`;
+    }
+    return `cannot send to ${where}: nobody is bound to it (a stale socket ` +
+      `file, left by a server that stopped without removing it); start ` +
+      `the server again: it replaces the file`;
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return `cannot send to ${where}: permission denied: the socket file's ` +
+      `mode (or a folder above it) does not let this user write to it; ` +
+      `\`ls -l ${path}\` shows who may (the owner decides who can send)`;
+  }
+  if (/Protocol wrong type|os error 91\b/.test(errorText(err))) {
+    return `cannot send to ${where}: that is a stream socket (server.ts or ` +
+      `http.ts --unix?), not a datagram one; use client.ts --unix ${path}`;
+  }
+  return `cannot send to ${where}: ${unixReason(err, path)}`;
+}
+
+/**
+ * Why `group` could not be joined (serve --join, or send --ttl, which joins
+ * to set the TTL) on a socket bound to `local`.
+ */
+function explainJoinError(
+  err: unknown,
+  group: string,
+  local: Deno.Addr,
+): string {
+  const message = errorText(err);
+  const where = `cannot join the group ${group} on udp ${formatAddr(local)}`;
+  if (/No such device|os error 19\b/.test(message)) {
+    const net = group.includes(":") ? "ff00::/8" : "224.0.0.0/4";
+    return `${where}: no interface for it (${message}): the kernel picks ` +
+      `the interface by its route to the group, and this host has no ` +
+      `route to ${net} (nor a default route); add one, e.g. ip route add ` +
+      `${net} dev IFACE`;
+  }
+  if (/No buffer space|os error 105\b/.test(message)) {
+    return `${where}: too many groups on one socket (${message}); Linux ` +
+      `allows net.ipv4.igmp_max_memberships, 20 by default`;
+  }
+  if (err instanceof Deno.errors.NotCapable) {
+    return `Deno has no permission to join ${group}; run again with ` +
+      `--allow-net=${allowNetHost(group)}`;
+  }
+  return `${where}: ${message}`;
+}
+
+/**
+ * Whether `host` is a broadcast address: 255.255.255.255 (this link), or
+ * a subnet's, the one with every host bit set. Which bits are host bits
+ * depends on the subnet's prefix: with --allow-sys=networkInterfaces the
+ * machine's own interfaces say; without it, an address ending in .255
+ * (the broadcast address of any /24, or shorter, network) counts.
+ */
+export function isBroadcast(host: string): boolean {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
+  if (!m || isMulticast(host)) return false;
+  if (host === "255.255.255.255" || m[4] === "255") return true;
+  const allowed = Deno.permissions.querySync?.({
+    name: "sys",
+    kind: "networkInterfaces",
+  }).state === "granted";
+  if (!allowed) return false;
+  const asNumber = (a: string) =>
+    a.split(".").reduce((n, b) => n * 256 + Number(b), 0);
+  const target = asNumber(host);
+  return Deno.networkInterfaces().some((i) => {
+    if (i.family !== "IPv4") return false;
+    const mask = asNumber(i.netmask);
+    const broadcast = (asNumber(i.address) | ~mask) >>> 0;
+    return mask !== 0xffffffff && broadcast === target;
+  });
 }
 
 /** The `--allow-net` list that `send` to `hostname` needs. */
@@ -1309,11 +1981,12 @@ export function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
+/** `HOST:PORT` (`[::1]:8080`), or a Unix socket's path or `(unnamed)`. */
 export function formatAddr(
   addr: Deno.Addr | { hostname: string; port: number },
 ): string {
-  if (!("hostname" in addr)) return "path" in addr ? addr.path : addr.transport;
+  if ("path" in addr) return addr.path || "(unnamed)"; // a client's end
+  if (!("hostname" in addr)) return addr.transport;
   return addr.hostname.includes(":")
     ? `[${addr.hostname}]:${addr.port}`
     : `${addr.hostname}:${addr.port}`;
@@ -1357,6 +2030,65 @@ export function explainListenError(
   }
   return `cannot listen on ${where}: ${message}`;
 }
+
+/**
+ * Bind a Unix socket at `path` with `bind`. A killed server leaves its
+ * socket file, and a bind there is "in use": if nobody is bound to it (a
+ * stream connect is refused), it is stale: removed, `note` says so, and
+ * bound again. A socket in use, or a file that is not a socket, stays.
+ */
+export async function bindUnix<T>(
+  path: string,
+  bind: () => T,
+  note: (line: string) => void,
+): Promise<T> {
+  try {
+    try {
+      return bind();
+    } catch (err) {
+      const info = err instanceof Deno.errors.AddrInUse &&
+        await Deno.lstat(path);
+      if (!info || !info.isSocket) throw info || err;
+      const stale = await Deno.connect({ transport: "unix", path }).then(
+        (conn) => conn.close(),
+        (e) => e instanceof Deno.errors.ConnectionRefused,
+      );
+      if (!stale) throw err;
+      await Deno.remove(path);
+      note(`note: removed stale socket file ${path} (nobody listened)`);
+    }
+    return bind();
+  } catch (err) {
+    const why = unixReason(err, path);
+    throw new Error(`cannot listen on unix ${path}: ${why}`, { cause: err });
+  }
+}
+
+/**
+ * What went wrong on both ends of a Unix socket: `err`, or the FileInfo of
+ * a file in the way. (Deno 2.9 wants read, write and net's `unix:` grants.)
+ */
+export function unixReason(err: unknown, path: string): string {
+  const f = err as Partial<Deno.FileInfo>;
+  const abs = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  const bytes = new TextEncoder().encode(path).length;
+  const kind = f.isDirectory ? "a directory" : "a file";
+  return err instanceof Deno.errors.NotCapable
+    ? `Deno has no permission for it; run again with --allow-read=${path} --allow-write=${path} --allow-net=unix:${abs}`
+    : err instanceof Deno.errors.AddrInUse
+    ? "it is in use: a program is bound to it; stop that one, or choose another path"
+    : err instanceof Deno.errors.PermissionDenied
+    ? "permission denied (to listen, this user needs write permission on the folder; to connect, on the socket file): choose a folder you can write to, or ask the socket's owner"
+    : f.isSocket === false
+    ? `${kind} is there, not a socket (only a stale socket file is replaced); choose another path`
+    : bytes > UNIX_PATH_MAX
+    ? `the path is ${bytes} bytes, and a Unix socket's holds at most ${UNIX_PATH_MAX} on Linux; choose a shorter one, e.g. in /tmp`
+    : errorText(err);
+}
+
+// A Unix socket's path is at most this many bytes on Linux (sun_path holds
+// 108, with the NUL that ends it); Deno refuses a longer one.
+export const UNIX_PATH_MAX = 107;
 
 /** Resolve after `ms`, or at once when `signal` aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {

@@ -684,11 +684,12 @@ export function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
+/** `HOST:PORT` (`[::1]:8080`), or a Unix socket's path or `(unnamed)`. */
 export function formatAddr(
   addr: Deno.Addr | { hostname: string; port: number },
 ): string {
-  if (!("hostname" in addr)) return "path" in addr ? addr.path : addr.transport;
+  if ("path" in addr) return addr.path || "(unnamed)"; // a client's end
+  if (!("hostname" in addr)) return addr.transport;
   return addr.hostname.includes(":")
     ? `[${addr.hostname}]:${addr.port}`
     : `${addr.hostname}:${addr.port}`;

@@ -118,11 +118,12 @@ export function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** `HOST:PORT`, with IPv6 hosts in brackets: `[::1]:8080`. */
+/** `HOST:PORT` (`[::1]:8080`), or a Unix socket's path or `(unnamed)`. */
 export function formatAddr(
   addr: Deno.Addr | { hostname: string; port: number },
 ): string {
-  if (!("hostname" in addr)) return "path" in addr ? addr.path : addr.transport;
+  if ("path" in addr) return addr.path || "(unnamed)"; // a client's end
+  if (!("hostname" in addr)) return addr.transport;
   return addr.hostname.includes(":")
     ? `[${addr.hostname}]:${addr.port}`
     : `${addr.hostname}:${addr.port}`;
@@ -166,6 +167,65 @@ export function explainListenError(
   }
   return `cannot listen on ${where}: ${message}`;
 }
+
+/**
+ * Bind a Unix socket at `path` with `bind`. A killed server leaves its
+ * socket file, and a bind there is "in use": if nobody is bound to it (a
+ * stream connect is refused), it is stale: removed, `note` says so, and
+ * bound again. A socket in use, or a file that is not a socket, stays.
+ */
+export async function bindUnix<T>(
+  path: string,
+  bind: () => T,
+  note: (line: string) => void,
+): Promise<T> {
+  try {
+    try {
+      return bind();
+    } catch (err) {
+      const info = err instanceof Deno.errors.AddrInUse &&
+        await Deno.lstat(path);
+      if (!info || !info.isSocket) throw info || err;
+      const stale = await Deno.connect({ transport: "unix", path }).then(
+        (conn) => conn.close(),
+        (e) => e instanceof Deno.errors.ConnectionRefused,
+      );
+      if (!stale) throw err;
+      await Deno.remove(path);
+      note(`note: removed stale socket file ${path} (nobody listened)`);
+    }
+    return bind();
+  } catch (err) {
+    const why = unixReason(err, path);
+    throw new Error(`cannot listen on unix ${path}: ${why}`, { cause: err });
+  }
+}
+
+/**
+ * What went wrong on both ends of a Unix socket: `err`, or the FileInfo of
+ * a file in the way. (Deno 2.9 wants read, write and net's `unix:` grants.)
+ */
+export function unixReason(err: unknown, path: string): string {
+  const f = err as Partial<Deno.FileInfo>;
+  const abs = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  const bytes = new TextEncoder().encode(path).length;
+  const kind = f.isDirectory ? "a directory" : "a file";
+  return err instanceof Deno.errors.NotCapable
+    ? `Deno has no permission for it; run again with --allow-read=${path} --allow-write=${path} --allow-net=unix:${abs}`
+    : err instanceof Deno.errors.AddrInUse
+    ? "it is in use: a program is bound to it; stop that one, or choose another path"
+    : err instanceof Deno.errors.PermissionDenied
+    ? "permission denied (to listen, this user needs write permission on the folder; to connect, on the socket file): choose a folder you can write to, or ask the socket's owner"
+    : f.isSocket === false
+    ? `${kind} is there, not a socket (only a stale socket file is replaced); choose another path`
+    : bytes > UNIX_PATH_MAX
+    ? `the path is ${bytes} bytes, and a Unix socket's holds at most ${UNIX_PATH_MAX} on Linux; choose a shorter one, e.g. in /tmp`
+    : errorText(err);
+}
+
+// A Unix socket's path is at most this many bytes on Linux (sun_path holds
+// 108, with the NUL that ends it); Deno refuses a longer one.
+export const UNIX_PATH_MAX = 107;
 
 /**
  * Whether a failed `accept()` belongs to one client only: it connected and

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { MAX_LINE_BYTES, SEND_QUEUE_BYTES } from "../chat.ts";
 import { concat } from "./lib/bytes.ts";
-import { ChatClient } from "./lib/chat.ts";
+import { bigLine, ChatClient, fillKernel, flood } from "./lib/chat.ts";
+import { readAll } from "./lib/net.ts";
 import {
   commandFor,
   hasStackTrace,
@@ -376,6 +377,56 @@ for (const tool of ["client.ts", "nc"]) {
   });
 }
 
+Deno.test({
+  name:
+    "a client that half-closes still gets every line queued for it before its FIN (its writer finishes), then the server closes",
+  ...SANITIZE,
+  async fn() {
+    await using server = await startChat();
+    const a = await join(server.port, 1);
+    const b = await join(server.port, 2);
+    const late = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    const lateName = `127.0.0.1:${late.localAddr.port}`;
+    try {
+      await a.waitForLine(`* ${lateName} joined (3 here)`);
+      // late reads nothing until the kernel's buffers for it are full and
+      // some lines wait in its queue; then it half-closes, and reads.
+      const { lines } = await fillKernel(
+        a,
+        b,
+        server.port,
+        late.localAddr.port,
+      );
+      await late.closeWrite();
+      await a.waitForLine(`* ${lateName} left (2 here)`);
+      const got = await withTimeout(
+        readAll(late),
+        20_000,
+        () => "late was not closed after its FIN",
+      );
+      const want = [
+        `* you are ${lateName} (3 here)`,
+        ...Array.from({ length: lines }, (_, i) => `${a.name}: ${bigLine(i)}`),
+      ].map((l) => l + "\n").join("");
+      assert.equal(got.length, utf8.encode(want).length, "bytes late got");
+      assert.ok(new TextDecoder().decode(got) === want, "late's lines differ");
+      await server.waitForLine(
+        new RegExp(
+          `^chat leave .* remote ${
+            escape(lateName)
+          } \\(#3\\) in 0 bytes, out ${got.length} bytes, 0 lines$`,
+        ),
+      );
+    } finally {
+      late.close();
+      await closeAll([a, b]);
+    }
+  },
+});
+
 // --- limits, shutdown, flags ---------------------------------------------------
 
 Deno.test({
@@ -586,5 +637,62 @@ Deno.test({
     } finally {
       await closeAll(clients);
     }
+  },
+});
+
+Deno.test({
+  name:
+    "basics/chat.ts: a client that never reads does not stop the room (8 MiB of lines still reach the one that reads)",
+  ...SANITIZE,
+  async fn() {
+    await using server = await startScript("basics/chat.ts", ["--port", "0"], {
+      denoFlags: ["--no-config", "--allow-net=127.0.0.1"],
+    });
+    const a = await ChatClient.connect(server.port);
+    const b = await ChatClient.connect(server.port);
+    const stuck = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    try {
+      await server.waitForLine(/^join \S+ \(3 here\)$/);
+      // Twice what the kernel holds for stuck here (about 4 MiB): a room
+      // that awaited each write in turn would stop halfway.
+      const lines = await flood(a, b, 8 * 1024 * 1024);
+      assert.equal(b.said().length, lines);
+    } finally {
+      stuck.close();
+      await closeAll([a, b]);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "--quiet: no join or leave lines, the room works the same; the listening line and the summary still print",
+  ...SANITIZE,
+  async fn() {
+    await using server = await startChat(["--quiet"]);
+    const a = await join(server.port, 1);
+    const b = await join(server.port, 2);
+    try {
+      await a.send("hush\n");
+      await b.waitForLine(`${a.name}: hush`);
+      await a.leave();
+      await b.waitForLine(`* ${a.name} left (1 here)`);
+      // b leaves too, before the stop: else the server may still count it
+      // in the room and send it the shutdown line.
+      await b.leave();
+    } finally {
+      await closeAll([a, b]);
+    }
+    const status = await server.stop("SIGTERM");
+    assert.equal(status.code, 0);
+    assert.deepEqual(server.stdout.lines, [
+      `tcp listening on 127.0.0.1:${server.port}`,
+      `chat server stopped: 2 clients, 0 refused, 0 cut off, 1 lines, 5 bytes in, ${
+        bytesOf([...a.lines, ...b.lines].map((l) => l + "\n").join(""))
+      } bytes out`,
+    ]);
   },
 });

@@ -107,3 +107,45 @@ Deno.test("lab.ts in a folder whose path has a space and a non-ASCII letter find
     await run("rm", ["-rf", top]);
   }
 });
+
+Deno.test("lab.ts --help names the dead-peer and one-to-many runs", async () => {
+  const r = await runScript("lab.ts", ["--help"], { denoFlags: LAB_FLAGS });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.out, /^usage: deno task lab \[--dead-peer \| --one-to-many\]/);
+  assert.match(r.out, /^ {2}--dead-peer {2,}/m);
+  assert.match(r.out, /^ {2}--one-to-many {2,}/m);
+  assert.match(r.out, /239\.255\.0\.0\/16/);
+});
+
+Deno.test("lab.ts --dead-peer --one-to-many is a usage error (two runs), exit 2, and makes no namespace", async () => {
+  const before = await netnsList();
+  const r = await runScript("lab.ts", ["--dead-peer", "--one-to-many"], {
+    denoFlags: LAB_FLAGS,
+  });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(
+    r.stderr,
+    /^error: --dead-peer and --one-to-many are two separate runs: give one of them\n\nusage: /,
+  );
+  assert.equal(r.out, "");
+  assert.equal(await netnsList(), before);
+});
+
+Deno.test("lab.ts --one-to-many beside server.ts, client.ts and udp.ts only says chat.ts is not beside it, exit 1", async () => {
+  const dir = (await run("mktemp", ["-d"])).out.trim();
+  try {
+    await run("cp", [
+      ...["lab.ts", "server.ts", "client.ts", "udp.ts"].map(projectPath),
+      dir,
+    ]);
+    const before = await netnsList();
+    const r = await runScript(`${dir}/lab.ts`, ["--one-to-many"], {
+      denoFlags: LAB_FLAGS,
+    });
+    assert.equal(r.code, 1, r.stderr);
+    assertOneErrorLine(r.stderr, /chat\.ts is not beside lab\.ts/);
+    assert.equal(await netnsList(), before);
+  } finally {
+    await run("rm", ["-rf", dir]);
+  }
+});

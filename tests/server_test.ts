@@ -99,8 +99,19 @@ Deno.test("server --help prints usage and exits 0", async () => {
   const r = await runScript("server.ts", ["--help"]);
   assert.equal(r.code, 0);
   assert.match(r.out, /^usage: deno run --allow-net=127\.0\.0\.1 server\.ts/);
-  assert.match(r.out, /--max-connections N .*\n.*default 1000/);
+  assert.match(r.out, /--max-connections N .*default 1000/);
   assert.match(r.out, /0\.0\.0\.0/);
+  // Each TCP option says what it changes; --unix gives its grants.
+  assert.match(r.out, /--nodelay +TCP_NODELAY: Nagle off/);
+  assert.match(
+    r.out,
+    /--keepalive +SO_KEEPALIVE: .*2 h.*\n.*Deno cannot set it/,
+  );
+  assert.match(
+    r.out,
+    /deno run --allow-read=PATH --allow-write=PATH --allow-net=unix:PATH server\.ts --unix PATH/,
+  );
+  assert.match(r.out, /workers\.ts/);
   assert.equal(r.stderr, "");
 });
 
@@ -110,11 +121,27 @@ for (
     // them all); the rest are server.ts's own limits.
     [["--bogus"], /unknown flag "--bogus"/],
     [["--max-connections", "0"], /--max-connections must be/],
-    // --workers moved to workers.ts: the reason names the command to run.
-    [
-      ["--workers", "2"],
-      /--workers is workers\.ts's flag now: deno run .*--allow-read=workers\.ts,server\.ts .*workers\.ts --workers N$/,
-    ],
+    // --workers is workers.ts's flag (the usage says so).
+    [["--workers", "2"], /unknown flag "--workers"/],
+    // --unix replaces the address and port; TCP's own flags have no use.
+    ...[
+      "--hostname=::1",
+      "--port=9",
+      "--backlog=9",
+      "--reuse-port",
+      "--nodelay",
+      "--keepalive",
+    ]
+      .map((flag) =>
+        [
+          ["--unix", "/tmp/x.sock", flag],
+          new RegExp(
+            `^error: ${
+              flag.split("=")[0]
+            } is a TCP flag: it does not go with --unix$`,
+          ),
+        ] as const
+      ),
     // Timers hold at most 2^31-1 ms: a longer one would fire at once.
     [["--grace", "99999999"], /--grace must be .* from 0 to 2147483 /],
     [
@@ -717,7 +744,10 @@ Deno.test("the longest --grace accepted is honoured (a longer timer would fire a
   );
   await conn.closeWrite();
   assert.equal((await readAll(conn)).length, 0);
-  const status = await server.stop("SIGTERM");
+  // The last connection gone, the server ends on its own: wait for that
+  // (a second SIGTERM would force it, exit 143).
+  const status = await server.status;
+  await Promise.all([server.stdout.done, server.stderr.done]);
   assert.equal(status.code, 0, server.stderr.text());
   assert.match(server.stdout.lines.at(-1) ?? "", /^tcp server stopped: 1 /);
 });

@@ -160,6 +160,10 @@ Deno.test("parseUdpArgs accepts --port N and --port=N, bracketed IPv6, words as 
       message: "a b",
       chunk: 0,
       delayMs: 0,
+      unix: null,
+      join: [],
+      ttl: null,
+      multicastLoopback: false,
     },
   );
   assert.equal(parseUdpArgs(["--port", "9000"]).port, 9000);

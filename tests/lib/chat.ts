@@ -141,3 +141,89 @@ export class ChatClient implements AsyncDisposable {
     await this.closed;
   }
 }
+
+// --- flooding the room --------------------------------------------------------
+
+/** A line of about 4,000 bytes that names its number. */
+export const bigLine = (n: number) => `${n} ${"x".repeat(4000)}`;
+/** The bytes of one {@link bigLine}, newline included. */
+export const LINE_BYTES = bigLine(0).length + 1;
+
+/**
+ * `from` sends big numbered lines, `perRound` at a time, and `reader`
+ * reads each round before the next is sent (it keeps up); `afterRound`
+ * runs after each. Stops once `bytes` are sent or `afterRound` says so
+ * (true); returns how many lines went, numbered from `first`.
+ */
+export async function flood(
+  from: ChatClient,
+  reader: ChatClient,
+  bytes: number,
+  afterRound: (lines: number) => Promise<boolean | void> = async () => {},
+  perRound = 32,
+  first = 0,
+): Promise<number> {
+  let n = first;
+  while ((n - first) * LINE_BYTES < bytes) {
+    let round = "";
+    for (let i = 0; i < perRound; i++) round += bigLine(n++) + "\n";
+    await from.send(round);
+    await reader.waitUntil(`line ${n - 1}`, () => reader.said().length >= n);
+    if (await afterRound(n)) break;
+  }
+  return n - first;
+}
+
+/**
+ * Bytes the kernel holds on the way from the server (port `server`) to the
+ * client on port `client`: the server socket's Send-Q plus the client
+ * socket's Recv-Q, as `ss -tn` shows them.
+ */
+export async function kernelHeld(
+  server: number,
+  client: number,
+): Promise<number> {
+  const filter =
+    `( sport = :${server} and dport = :${client} ) or ( sport = :${client} and dport = :${server} )`;
+  const { stdout } = await new Deno.Command("ss", {
+    args: ["-tnH", filter],
+    stdin: "null",
+  }).output();
+  const rows = new TextDecoder().decode(stdout).trim().split("\n");
+  if (rows.length !== 2) throw new Error(`ss shows ${rows.length} sockets`);
+  let held = 0;
+  for (const row of rows) {
+    const [, recvQ, sendQ, local] = row.split(/\s+/);
+    held += local.endsWith(`:${server}`) ? Number(sendQ) : Number(recvQ);
+  }
+  return held;
+}
+
+/**
+ * Flood the room from `from` (read by `reader`) until the kernel's buffers
+ * for the client on port `stuck`, which does not read, are full: its
+ * writer then waits on a write, and the last lines (at most 96 KiB, below
+ * the queue's bound) wait in its queue. Returns the lines sent and the
+ * bytes the kernel holds.
+ */
+export async function fillKernel(
+  from: ChatClient,
+  reader: ChatClient,
+  serverPort: number,
+  stuck: number,
+): Promise<{ lines: number; held: number }> {
+  // Rounds of 8 lines (32 KiB) until two rounds in a row add nothing to
+  // what the kernel holds (one round that adds little may be a lag).
+  let held = await kernelHeld(serverPort, stuck);
+  let lines = 0;
+  for (let still = 0; still < 2;) {
+    if (lines * LINE_BYTES > 64 * 1024 * 1024) {
+      throw new Error(`the kernel never stopped taking bytes (${held})`);
+    }
+    lines += await flood(from, reader, 1, undefined, 8, lines);
+    const now = await kernelHeld(serverPort, stuck);
+    still = now === held ? still + 1 : 0;
+    held = now;
+  }
+  return { lines, held };
+}

@@ -147,6 +147,9 @@ async function runCommand(
     } catch { /* already gone */ }
   }, timeoutMs);
   try {
+    // Collect the output while stdin is still being written: a child that
+    // echoes (netcat mode) stops reading stdin once its stdout pipe is full.
+    const output = child.output();
     if (options.stdin) {
       const writer = child.stdin.getWriter();
       // The child may exit before reading all of stdin (e.g. a refused
@@ -154,7 +157,7 @@ async function runCommand(
       await writer.write(options.stdin).catch(() => {});
       await writer.close().catch(() => {});
     }
-    const { code, stdout, stderr } = await child.output();
+    const { code, stdout, stderr } = await output;
     if (timedOut) {
       throw new Error(
         `${label} did not finish within ${timeoutMs} ms`,

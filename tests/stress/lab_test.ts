@@ -17,83 +17,22 @@ import {
   withTimeout,
 } from "../lib/spawn.ts";
 import { runTool as sh } from "../lib/tools.ts";
+import {
+  assertNothingLeft as assertNothingLeftOf,
+  labNames,
+  NO_LAB,
+  type Snapshot,
+  snapshot,
+} from "../lib/lab.ts";
 
-/** Why the lab cannot run here, or "" when it can. */
-async function whyNoLab(): Promise<string> {
-  if (Deno.build.os !== "linux") return "not Linux";
-  const uid = await sh("id", ["-u"]).catch(() => ({ out: "" }));
-  if (uid.out.trim() !== "0") return "not root (ip netns needs it)";
-  const probe = `labtest-${Deno.pid}`;
-  const add = await sh("ip", ["netns", "add", probe]).catch((e) => ({
-    code: 1,
-    err: String(e),
-  }));
-  if (add.code !== 0) return `cannot create a namespace: ${add.err.trim()}`;
-  await sh("ip", ["netns", "del", probe]);
-  return "";
+/** Nothing is left of the (two-host) run whose output is `out`. */
+function assertNothingLeft(before: Snapshot, out: string) {
+  return assertNothingLeftOf(before, labNames(out));
 }
 
-const reason = await whyNoLab();
+const reason = NO_LAB;
 if (reason) console.log(`lab tests skipped: ${reason}`);
 const skipped = reason ? ` (skipped: ${reason})` : "";
-
-/** What the machine holds that a lab run could leave behind. */
-interface Snapshot {
-  netns: string;
-  links: string;
-  /** Processes in a network namespace other than ours: "pid cmdline". */
-  foreign: string[];
-}
-
-async function snapshot(): Promise<Snapshot> {
-  const netns = (await sh("ip", ["netns", "list"])).out;
-  const links = (await sh("ip", ["-o", "link"])).out;
-  // Every process's network namespace, next to our own (via /proc, with
-  // sh: Deno wants --allow-all to read /proc itself).
-  const script = `me=$(readlink /proc/$$/ns/net)
-for d in /proc/[0-9]*; do
-  n=$(readlink $d/ns/net 2>/dev/null) || continue
-  [ "$n" = "$me" ] || echo "\${d#/proc/} $(tr '\\0' ' ' < $d/cmdline 2>/dev/null)"
-done`;
-  const foreign = (await sh("sh", ["-c", script])).out.split("\n")
-    .filter((l) => l.trim());
-  return { netns, links, foreign };
-}
-
-/** The lab's names in its output: namespaces lab-PID-x, links labPIDx. */
-function labNames(out: string): { netns: string[]; links: string[] } {
-  const m = [...out.matchAll(/namespace (lab-\d+-[ab]), (lab\d+[ab]) /g)];
-  assert.equal(m.length, 2, `no host lines in:\n${out}`);
-  return { netns: m.map((x) => x[1]), links: m.map((x) => x[2]) };
-}
-
-/**
- * Nothing of the run named in `out` is left, and no new process sits in
- * another network namespace. Whatever is left is removed first (so a
- * failing lab does not leave this machine dirty), then reported.
- */
-async function assertNothingLeft(before: Snapshot, out: string) {
-  const after = await snapshot();
-  const names = labNames(out);
-  const beforePids = new Set(before.foreign.map((l) => l.split(" ")[0]));
-  const stray = after.foreign.filter((l) => !beforePids.has(l.split(" ")[0]));
-  const leftNetns = names.netns.filter((ns) =>
-    after.netns.split(/\s+/).includes(ns)
-  );
-  const leftLinks = names.links.filter((link) =>
-    new RegExp(`\\b${link}\\b`).test(after.links)
-  );
-  for (const line of stray) {
-    try {
-      Deno.kill(Number(line.split(" ")[0]), "SIGKILL");
-    } catch { /* gone */ }
-  }
-  for (const ns of leftNetns) await sh("ip", ["netns", "del", ns]);
-  for (const link of leftLinks) await sh("ip", ["link", "del", link]);
-  assert.deepEqual(leftNetns, [], `namespaces left:\n${after.netns}`);
-  assert.deepEqual(leftLinks, [], `links left:\n${after.links}`);
-  assert.deepEqual(stray, [], "processes left in a namespace");
-}
 
 /** A cell of the table: did the echo come back, and the note if not. */
 interface Cell {
