@@ -382,7 +382,7 @@ export async function main(args: string[]): Promise<number> {
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     const moved = counterChanges(first.counters, last.counters);
     await writeStdout(
-      `watch stopped after ${seconds} s: ${changesSeen} socket changes; counters (whole machine): ${
+      `watch stopped after ${seconds} s: ${changesSeen} socket changes; counters (this network namespace, every port): ${
         moved.length ? moved.join(", ") : "none moved"
       }\n`,
     );
@@ -415,8 +415,8 @@ export const USAGE =
 Shows every TCP and UDP socket on port N as the kernel sees it: state, both
 ends, Recv-Q and Send-Q, the timer (TIME_WAIT's time left); for LISTEN,
 Recv-Q is the accept queue (/proc has no backlog: \`ss -ltn\` shows it as
-Send-Q). Prints the kernel's counters when they move (whole machine).
-Linux only; no root needed.
+Send-Q). Prints the kernel's counters when they move (they count for this
+network namespace, every port). Linux only; no root needed.
 
 options:
   --port N        the port to watch, either end (default ${DEFAULTS.port})

@@ -238,7 +238,7 @@ Deno.test({
     assert.doesNotMatch(out, new RegExp(`${serverPair} .*TIME_WAIT`));
     assert.match(
       out,
-      /^watch stopped after \d+\.\d s: \d+ socket changes; counters \(whole machine\): .*TcpActiveOpens \+\d+/m,
+      /^watch stopped after \d+\.\d s: \d+ socket changes; counters \(this network namespace, every port\): .*TcpActiveOpens \+\d+/m,
     );
   },
 });

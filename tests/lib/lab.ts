@@ -6,6 +6,12 @@
  */
 import assert from "node:assert/strict";
 import { runTool as sh } from "./tools.ts";
+import {
+  commandFor,
+  LAB_FLAGS,
+  OutputCollector,
+  withTimeout,
+} from "./spawn.ts";
 
 /** Why the lab cannot run here, or "" when it can. */
 async function whyNoLab(): Promise<string> {
@@ -44,23 +50,38 @@ const MACHINE_SYSCTLS = [
 export interface Snapshot {
   netns: string;
   links: string;
-  /** Processes in a network namespace other than ours: "pid cmdline". */
+  /**
+   * Processes in a network namespace other than ours, and not in one
+   * that `ip netns list` names, unless it is one of `ours` (the run's
+   * own, or one left without a name): "pid netns cmdline". Another
+   * program's namespaces (a test or lab running beside us) are not ours
+   * to judge or kill.
+   */
   foreign: string[];
   /** This machine's (this namespace's) keepalive sysctls. */
   sysctls: string;
 }
 
-export async function snapshot(): Promise<Snapshot> {
+export async function snapshot(ours: string[] = []): Promise<Snapshot> {
   const netns = (await sh("ip", ["netns", "list"])).out;
   const links = (await sh("ip", ["-o", "link"])).out;
   // Every process's network namespace, next to our own (via /proc, with
   // sh: Deno wants --allow-all to read /proc itself).
   const script = `me=$(readlink /proc/$$/ns/net)
+named=""
+for f in /run/netns/*; do
+  [ -e "$f" ] || continue
+  case " $* " in *" \${f##*/} "*) continue ;; esac
+  named="$named net:[$(stat -L -c %i "$f")]"
+done
 for d in /proc/[0-9]*; do
   n=$(readlink $d/ns/net 2>/dev/null) || continue
-  [ "$n" = "$me" ] || echo "\${d#/proc/} $(tr '\\0' ' ' < $d/cmdline 2>/dev/null)"
+  [ "$n" = "$me" ] && continue
+  case "$named " in *" $n "*) continue ;; esac
+  echo "\${d#/proc/} $n $(tr '\\0' ' ' < $d/cmdline 2>/dev/null)"
 done`;
-  const foreign = (await sh("sh", ["-c", script])).out.split("\n")
+  const foreign = (await sh("sh", ["-c", script, "sh", ...ours])).out
+    .split("\n")
     .filter((l) => l.trim());
   const sysctls =
     (await sh("cat", MACHINE_SYSCTLS.map((f) => `/proc/sys/${f}`)))
@@ -96,7 +117,7 @@ export function labNames(out: string, hosts = 2): LabNames {
  * leave this machine dirty), then reported.
  */
 export async function assertNothingLeft(before: Snapshot, names: LabNames) {
-  const after = await snapshot();
+  const after = await snapshot(names.netns);
   const beforePids = new Set(before.foreign.map((l) => l.split(" ")[0]));
   const stray = after.foreign.filter((l) => !beforePids.has(l.split(" ")[0]));
   const leftNetns = names.netns.filter((ns) =>
@@ -116,4 +137,51 @@ export async function assertNothingLeft(before: Snapshot, names: LabNames) {
   assert.deepEqual(leftLinks, [], `links left:\n${after.links}`);
   assert.deepEqual(stray, [], "processes left in a namespace");
   assert.equal(after.sysctls, before.sysctls, "the machine's sysctls changed");
+}
+
+/** How an interrupted lab run ended, with all it printed. */
+export interface Interrupted {
+  status: Deno.CommandStatus;
+  out: string;
+  err: string;
+}
+
+/**
+ * Start `deno task lab ARGS` (as lab.ts with the task's grants), wait for
+ * an output line matching `at` (up to `waitMs`), then send `signal` and
+ * wait for the exit. A lab that does not get there, or does not exit, is
+ * killed and the test fails.
+ */
+export async function interruptLab(
+  args: string[],
+  at: RegExp,
+  signal: Deno.Signal,
+  waitMs = 60_000,
+): Promise<Interrupted> {
+  const child = commandFor("lab.ts", args, { denoFlags: LAB_FLAGS }, {
+    stdin: "null",
+  }).spawn();
+  const stdout = new OutputCollector(child.stdout);
+  const stderr = new OutputCollector(child.stderr);
+  try {
+    await withTimeout(
+      stdout.waitFor(at),
+      waitMs,
+      () => `the lab printed no line matching ${at}:\n${stdout.text()}`,
+    );
+    child.kill(signal);
+    const status = await withTimeout(
+      child.status,
+      20_000,
+      () => `the lab did not exit after ${signal}`,
+    );
+    await Promise.all([stdout.done, stderr.done]);
+    return { status, out: stdout.text(), err: stderr.text() };
+  } catch (err) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await Promise.all([stdout.done, stderr.done]);
+    throw err;
+  }
 }

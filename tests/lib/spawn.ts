@@ -427,6 +427,11 @@ export async function startScript(
     );
     const match = LISTENING_LINE.exec(first);
     if (!match || stdout.lines[0] !== first) {
+      // Not a listener (an error, a wrong line): stop it, then read what
+      // it said on stderr (a live child's stderr would never end).
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
       await stderr.done.catch(() => {});
       throw new Error(
         `${script} ${args.join(" ")}: expected a listening line first, got ${

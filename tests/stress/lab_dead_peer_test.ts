@@ -9,14 +9,14 @@
  * stopped halfway. Needs root and `ip`; skipped, saying why, elsewhere.
  */
 import assert from "node:assert/strict";
+import { runTask } from "../lib/spawn.ts";
 import {
-  commandFor,
-  LAB_FLAGS,
-  OutputCollector,
-  runTask,
-  withTimeout,
-} from "../lib/spawn.ts";
-import { assertNothingLeft, labNames, needsLab, snapshot } from "../lib/lab.ts";
+  assertNothingLeft,
+  interruptLab,
+  labNames,
+  needsLab,
+  snapshot,
+} from "../lib/lab.ts";
 import { figures } from "../lib/figures.ts";
 
 const figure = figures("lab --dead-peer");
@@ -125,35 +125,14 @@ Deno.test({
   ),
   async fn() {
     const before = await snapshot();
-    const child = commandFor("lab.ts", ["--dead-peer", "--verbose"], {
-      denoFlags: LAB_FLAGS,
-    }, { stdin: "null" }).spawn();
-    const stdout = new OutputCollector(child.stdout);
-    const stderr = new OutputCollector(child.stderr);
-    let status: Deno.CommandStatus;
-    try {
-      // B's clients are being frozen (SIGSTOP): stop the lab now.
-      await withTimeout(
-        stdout.waitFor(/^ {2}\$ kill -STOP \d+$/),
-        60_000,
-        () => `the lab froze no client:\n${stdout.text()}`,
-      );
-      child.kill("SIGTERM");
-      status = await withTimeout(
-        child.status,
-        20_000,
-        () => "the lab did not exit after SIGTERM",
-      );
-    } catch (err) {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-      throw err;
-    } finally {
-      await Promise.all([stdout.done, stderr.done]);
-    }
-    await assertNothingLeft(before, labNames(stdout.text()));
-    assert.match(stderr.text(), /^lab: SIGTERM: removing/);
-    assert.equal(status.code, 143, stderr.text());
+    // B's clients are being frozen (SIGSTOP): stop the lab now.
+    const r = await interruptLab(
+      ["--dead-peer", "--verbose"],
+      /^ {2}\$ kill -STOP \d+$/,
+      "SIGTERM",
+    );
+    await assertNothingLeft(before, labNames(r.out));
+    assert.match(r.err, /^lab: SIGTERM: removing/);
+    assert.equal(r.status.code, 143, r.err);
   },
 });

@@ -8,14 +8,14 @@
  * `ip`; skipped, saying why, elsewhere.
  */
 import assert from "node:assert/strict";
+import { runTask } from "../lib/spawn.ts";
 import {
-  commandFor,
-  LAB_FLAGS,
-  OutputCollector,
-  runTask,
-  withTimeout,
-} from "../lib/spawn.ts";
-import { assertNothingLeft, labNames, needsLab, snapshot } from "../lib/lab.ts";
+  assertNothingLeft,
+  interruptLab,
+  labNames,
+  needsLab,
+  snapshot,
+} from "../lib/lab.ts";
 
 /** The one-to-many table: per host, its serve flags and what it logged. */
 function parseTable(out: string) {
@@ -109,35 +109,14 @@ Deno.test({
   ),
   async fn() {
     const before = await snapshot();
-    const child = commandFor("lab.ts", ["--one-to-many", "--verbose"], {
-      denoFlags: LAB_FLAGS,
-    }, { stdin: "null" }).spawn();
-    const stdout = new OutputCollector(child.stdout);
-    const stderr = new OutputCollector(child.stderr);
-    let status: Deno.CommandStatus;
-    try {
-      // The chat's clients are starting in B, C and D: stop the lab now.
-      await withTimeout(
-        stdout.waitFor(/\$ .* netns exec lab-\d+-d .*client\.ts/),
-        60_000,
-        () => `the lab started no chat client:\n${stdout.text()}`,
-      );
-      child.kill("SIGHUP");
-      status = await withTimeout(
-        child.status,
-        20_000,
-        () => "the lab did not exit after SIGHUP",
-      );
-    } catch (err) {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-      throw err;
-    } finally {
-      await Promise.all([stdout.done, stderr.done]);
-    }
-    await assertNothingLeft(before, labNames(stdout.text(), 4));
-    assert.match(stderr.text(), /^lab: SIGHUP: removing/);
-    assert.equal(status.code, 129, stderr.text());
+    // The chat's clients are starting in B, C and D: stop the lab now.
+    const r = await interruptLab(
+      ["--one-to-many", "--verbose"],
+      /\$ .* netns exec lab-\d+-d .*client\.ts/,
+      "SIGHUP",
+    );
+    await assertNothingLeft(before, labNames(r.out, 4));
+    assert.match(r.err, /^lab: SIGHUP: removing/);
+    assert.equal(r.status.code, 129, r.err);
   },
 });

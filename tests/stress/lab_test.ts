@@ -7,18 +7,11 @@
  * cannot be made, the tests are skipped and say why.
  */
 import assert from "node:assert/strict";
-import {
-  CHILD_ENV,
-  commandFor,
-  LAB_FLAGS,
-  OutputCollector,
-  projectPath,
-  runTask,
-  withTimeout,
-} from "../lib/spawn.ts";
+import { CHILD_ENV, LAB_FLAGS, projectPath, runTask } from "../lib/spawn.ts";
 import { runTool as sh } from "../lib/tools.ts";
 import {
   assertNothingLeft as assertNothingLeftOf,
+  interruptLab,
   labNames,
   NO_LAB,
   type Snapshot,
@@ -190,36 +183,16 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     ignore: reason !== "",
     async fn() {
       const before = await snapshot();
-      const child = commandFor("lab.ts", ["--verbose"], {
-        denoFlags: LAB_FLAGS,
-      }, { stdin: "null" }).spawn();
-      const stdout = new OutputCollector(child.stdout);
-      const stderr = new OutputCollector(child.stderr);
-      let status: Deno.CommandStatus;
-      try {
-        // The servers are being started inside host A: stop it now.
-        await withTimeout(
-          stdout.waitFor(/\$ .* netns exec lab-\d+-a .*udp\.ts/),
-          30_000,
-          () => `the lab started no server:\n${stdout.text()}`,
-        );
-        child.kill(signal);
-        status = await withTimeout(
-          child.status,
-          20_000,
-          () => `the lab did not exit after ${signal}`,
-        );
-      } catch (err) {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-        throw err;
-      } finally {
-        await Promise.all([stdout.done, stderr.done]);
-      }
-      await assertNothingLeft(before, stdout.text());
-      assert.match(stderr.text(), new RegExp(`^lab: ${signal}: removing`));
-      assert.equal(status.code, EXIT_BY_SIGNAL[signal], stderr.text());
+      // The servers are being started inside host A: stop it now.
+      const r = await interruptLab(
+        ["--verbose"],
+        /\$ .* netns exec lab-\d+-a .*udp\.ts/,
+        signal,
+        30_000,
+      );
+      await assertNothingLeft(before, r.out);
+      assert.match(r.err, new RegExp(`^lab: ${signal}: removing`));
+      assert.equal(r.status.code, EXIT_BY_SIGNAL[signal], r.err);
     },
   });
 }
