@@ -33,11 +33,11 @@
  * - a web page: `--http --trace --hex` against `http.ts --port 8000`.
  * - failures: a port where nothing listens (refused), `--timeout 500`
  *   against a server that never answers; `deno task lab` shows the rest.
- * - TCP's timing: `--rounds 20 --chunk 6` sends a message 20 times in two
- *   writes each and times every answer; against a server that answers
- *   whole lines only, Nagle's algorithm and a delayed ACK make each take
- *   ~40 ms, and `--nodelay` takes that away. `--keepalive` has the kernel
- *   probe an idle connection.
+ * - TCP's timing: `--rounds 20 --chunk 6 $'hello world\n'` sends a line 20
+ *   times in two writes each and times every answer; against `server.ts
+ *   --lines` (it answers whole lines only), Nagle's algorithm and a delayed
+ *   ACK make each take ~40 ms, and `--nodelay` takes that away.
+ *   `--keepalive` has the kernel probe an idle connection.
  * - `--unix /tmp/echo.sock`: the same client on a Unix socket (a path;
  *   grants: --allow-read, --allow-write and --allow-net=unix: on it).
  *

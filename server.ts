@@ -16,7 +16,8 @@
  *   deno run --allow-net=127.0.0.1 server.ts --port 9000
  * then `deno run --allow-net=127.0.0.1 client.ts --port 9000 hello` or `nc
  * -N 127.0.0.1 9000`. Try `--trace --hex`, `--unix /tmp/echo.sock` with `nc
- * -U /tmp/echo.sock` (grants in --help), workers.ts. It stands alone.
+ * -U /tmp/echo.sock` (grants in --help), workers.ts, and `--lines` with
+ * client.ts `--rounds` (Nagle meets a delayed ACK). It stands alone.
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 
@@ -94,7 +95,7 @@ export async function serveTcp(
 async function handleConnection(
   server: Server,
   conn: Deno.TcpConn | Deno.UnixConn,
-  { nodelay, keepalive }: ServeTcpOptions,
+  { nodelay, keepalive, lines }: ServeTcpOptions,
 ): Promise<void> {
   const c = server.admit(conn); // or closed at once over --max-connections
   if (!c) return;
@@ -104,7 +105,7 @@ async function handleConnection(
   if ("setNoDelay" in conn && nodelay) conn.setNoDelay(true);
   if ("setKeepAlive" in conn && keepalive) conn.setKeepAlive(true);
   try {
-    await echo(conn, c, c.trace);
+    await echo(conn, c, c.trace, lines);
   } catch (err) {
     // A reset or a broken pipe is the client's choice, not our failure; a
     // connection we closed (idle, shutdown) fails its pending read.
@@ -127,27 +128,30 @@ export async function echo(
   conn: Deno.Conn,
   counts: ByteCounts,
   trace?: Trace,
+  lines = false, // --lines: answer whole lines, as a line protocol's server
 ): Promise<void> {
-  let buf = new Uint8Array(FIRST_BUFFER);
+  let [buf, held] = [new Uint8Array(FIRST_BUFFER), 0]; // held: by --lines
   while (true) {
     // A read returns whatever has arrived: 1 byte or 64 KiB, never "a
     // message". TCP keeps the bytes in order, not the sender's writes.
-    const n = await conn.read(buf);
-    // null (not 0) is the end: the client half-closed (sent FIN), and all
-    // its bytes have been echoed. Returning closes our side too.
-    if (n === null) return;
-    counts.bytesIn += n;
-    trace?.(`read ${n} bytes`, buf.subarray(0, n));
+    const n = await conn.read(buf.subarray(held));
+    // null (not 0) is the end: the client half-closed (sent FIN); once all
+    // its bytes are echoed, returning closes our side too.
+    const have = held + (n ?? 0);
+    if (n) trace?.(`read ${n} bytes`, buf.subarray(held, have));
+    counts.bytesIn += n ?? 0; // --lines keeps bytes until they end a line:
+    held = lines && n && have < buf.length && buf[have - 1] !== 10 ? have : 0;
     // write() may take only part of the bytes: loop until all are out. A
     // client that does not read its echo stalls our write, so our reads,
     // then its own writes once the kernel buffers fill: backpressure.
-    for (let done = 0; done < n;) {
-      const wrote = await conn.write(buf.subarray(done, n));
+    for (let done = 0; done < have - held;) {
+      const wrote = await conn.write(buf.subarray(done, have));
       trace?.(`wrote ${wrote} bytes`, buf.subarray(done, done + wrote));
       done += wrote;
       counts.bytesOut += wrote;
     }
-    if (n === buf.length && buf.length < LARGEST_BUFFER) {
+    if (n === null) return;
+    if (have === buf.length && buf.length < LARGEST_BUFFER) {
       buf = new Uint8Array(Math.min(buf.length * 4, LARGEST_BUFFER));
     }
   }
@@ -170,8 +174,7 @@ export async function main(args: string[]): Promise<number> {
     : listenTcp(options);
   // SIGINT (Ctrl-C) and SIGTERM stop the server; a second one skips the grace.
   // Listen for them before saying we listen: whoever reads that may stop us.
-  const stop = new AbortController();
-  const force = new AbortController();
+  const [stop, force] = [new AbortController(), new AbortController()];
   const removeSignals = onStopSignals(() => stop.abort(), () => force.abort());
   try {
     const { transport } = listener.addr;
@@ -197,6 +200,7 @@ export const DEFAULTS = {
   reusePort: false, // SO_REUSEPORT: share the port with others that set it
   nodelay: false, // TCP_NODELAY: Nagle's algorithm off (Deno leaves it on)
   keepalive: false, // SO_KEEPALIVE: the kernel probes idle connections
+  lines: false, // echo once the bytes held end in a newline: a line server
   quiet: false, // leave out the per-connection log lines
   trace: false, // one log line per read and per write, with its size
   hex: false, // under each trace line, its bytes in the xxd layout
@@ -220,6 +224,7 @@ export const OPTIONS_HELP =
   --nodelay            TCP_NODELAY: Nagle off, small writes are sent at once
   --keepalive          SO_KEEPALIVE: probe connections idle for 2 h (Linux's
                        tcp_keepalive_time; Deno cannot set it), drop dead ones
+  --lines              echo once the bytes end in a newline (whole lines)
   --quiet              no log line per connection (--trace lines still print)
   --trace              a line per read and write: "tcp #N read 5 bytes"
   --hex                --trace, and the bytes under each line as xxd shows
@@ -250,6 +255,7 @@ const FLAGS = {
   "reuse-port": { type: "boolean" },
   nodelay: { type: "boolean" },
   keepalive: { type: "boolean" },
+  lines: { type: "boolean" },
   quiet: { type: "boolean" },
   trace: { type: "boolean" },
   hex: { type: "boolean" },
@@ -259,11 +265,7 @@ const FLAGS = {
 // What a Unix socket has no use for (Deno sets none of these on one).
 const TCP_ONLY = ["hostname", "port", "backlog", "reuse-port", "nodelay"];
 
-/**
- * Parse the command line; the defaults, and "--hex implies --trace", are
- * applied here, once. Throws {@link UsageError} for an unknown flag or a
- * bad value; returns `"help"` for `--help`.
- */
+/** Parse the command line, defaults applied: options, "help" or UsageError. */
 export function parseServerArgs(args: string[]): ServerOptions | "help" {
   const { values: v } = parseFlags(args, FLAGS);
   if (v.help) return "help";
@@ -276,7 +278,7 @@ export function parseServerArgs(args: string[]): ServerOptions | "help" {
   const seconds = (flag: string, text: string | undefined) =>
     text === undefined ? undefined : parseSeconds(flag, text);
   const d = DEFAULTS;
-  const hex = v.hex ?? d.hex;
+  const hex = v.hex ?? d.hex; // and --hex implies --trace
   return {
     hostname: v.hostname === undefined ? d.hostname : parseHostname(v.hostname),
     port: int("--port", v.port, 0) ?? d.port,
@@ -289,6 +291,7 @@ export function parseServerArgs(args: string[]): ServerOptions | "help" {
     reusePort: v["reuse-port"] ?? d.reusePort,
     nodelay: v.nodelay ?? d.nodelay,
     keepalive: v.keepalive ?? d.keepalive,
+    lines: v.lines ?? d.lines,
     quiet: v.quiet ?? d.quiet,
     trace: (v.trace ?? d.trace) || hex,
     hex,
@@ -402,10 +405,7 @@ class Server {
       `${this.#p} close ${c.pair} (#${c.id}) in ${c.bytesIn} bytes, out ${c.bytesOut} bytes${why}`,
     );
   }
-  /**
-   * Stopped accepting: give the open connections the grace period to finish
-   * (a second signal, `force`, ends it early), then close what is left.
-   */
+  /** Stopped accepting: `grace` s for the open ones (`force`: now), close. */
   async finish(): Promise<TcpSummary> {
     closeQuietly(this.#listener);
     const grace = this.#o.grace ?? 0;

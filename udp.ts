@@ -82,15 +82,26 @@ export const RECEIVE_BUFFER_SIZE = 65_536;
  * Open a UDP socket bound to `hostname:port` (port 0: the OS picks a free
  * one). Binding is all a UDP server does before it can receive: there is no
  * listen() and no accept(), because there are no connections to accept.
+ * `multicastLoopback` sets IP_MULTICAST_LOOP on it (Deno clears it): see
+ * {@link joinGroups} for what it changes on a receiver.
  * Throws an Error whose message is the plain reason (address in use,
  * missing --allow-net grant, missing --unstable-net, ...).
  */
 export function listenUdp(
-  { hostname, port }: { hostname: string; port: number },
+  { hostname, port, multicastLoopback = false }: {
+    hostname: string;
+    port: number;
+    multicastLoopback?: boolean;
+  },
 ): Deno.DatagramConn {
   requireUdp();
   try {
-    return Deno.listenDatagram({ transport: "udp", hostname, port });
+    return Deno.listenDatagram({
+      transport: "udp",
+      hostname,
+      port,
+      loopback: multicastLoopback,
+    });
   } catch (err) {
     const where = `udp ${formatAddr({ hostname, port })}`;
     throw new Error(explainListenError(err, where, hostname), { cause: err });
@@ -123,6 +134,16 @@ export async function listenUnixgram(path: string): Promise<Deno.DatagramConn> {
  * GROUP:PORT reaches this socket, and every other member's. Interface
  * "0.0.0.0" (IPv4) or 0 (IPv6) lets the kernel pick it by its route for
  * the group. Closing the socket leaves the groups.
+ *
+ * Whether a member gets the group's datagrams sent from its own host is
+ * the IP_MULTICAST_LOOP option, and which socket's option counts depends
+ * on the OS: on Linux, macOS and the BSDs the sender's (a send path
+ * option: udp.ts send --multicast-loopback); on Windows the receiver's (a
+ * receive path option). Deno clears it on every socket it opens, so serve
+ * --multicast-loopback sets it on the member's socket too: that is what
+ * decides on Windows, and changes nothing a member receives on Linux (it
+ * would loop back what this socket sends to a group, and an echo only
+ * replies to a sender's own address).
  */
 export async function joinGroups(
   socket: Deno.DatagramConn,
@@ -190,7 +211,7 @@ export async function serveUdp(
       //    One datagram in, one out, never more.
       try {
         const sent = await socket.send(data, from);
-        server.sent(data.subarray(0, sent), from);
+        server.sent(sent, data, from);
       } catch (err) {
         if (server.closed) break;
         // One sender we cannot answer (no permission, unreachable, gone)
@@ -328,6 +349,14 @@ export async function sendUnixDatagrams(
   } catch (err) {
     throw new Error(explain(err), { cause: err });
   }
+  // Ctrl-C (or SIGTERM) while we wait would end the process and leave the
+  // folder and its socket file in /tmp: remove them, then exit as killed.
+  const removeSignals = onStopSignals((signal) => {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch { /* gone already */ }
+    Deno.exit(signal === "SIGINT" ? 130 : 143);
+  });
   try {
     let socket: Deno.DatagramConn;
     try {
@@ -348,6 +377,7 @@ export async function sendUnixDatagrams(
       lockstep: true,
     }) as UdpReply<Deno.UnixAddr>[];
   } finally {
+    removeSignals();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }
@@ -511,7 +541,12 @@ export interface UdpOptions {
   join: string[];
   /** send: the TTL of datagrams to an IPv4 group; null: the kernel's (1). */
   ttl: number | null;
-  /** send: to a group, deliver to this host's own members too. */
+  /**
+   * IP_MULTICAST_LOOP on our socket: send: to a group, deliver to this
+   * host's own members too; serve (with --join): take the group's
+   * datagrams sent from this host, where the receiver's option decides
+   * (Windows; on Linux and macOS the sender's does).
+   */
   multicastLoopback: boolean;
   /** send: how long to wait for each reply, in milliseconds. */
   timeoutMs: number;
@@ -614,11 +649,15 @@ options:
                  only what is sent to that address
   --ttl N        send: to an IPv4 group, how many routers the datagram may
                  cross, 0..255 (the kernel's default is 1: this link only;
-                 0: this host only). Deno 2.9 cannot set IPv6's hop limit
+                 0: not even that, with --multicast-loopback this host
+                 only). Deno 2.9 cannot set IPv6's hop limit
   --multicast-loopback
-                 send: to a group, also deliver to members on this host
-                 (IP_MULTICAST_LOOP is the sending socket's option; Deno
-                 turns it off, the kernel's default is on)
+                 send: to a group, also deliver to members on this host.
+                 serve (with --join): take the group's datagrams sent from
+                 this host. IP_MULTICAST_LOOP, which Deno turns off on every
+                 socket (the kernel's default is on); Linux and macOS look
+                 at the sender's, so on them only send's counts; Windows
+                 looks at the receiver's. Set it on both to be sure
   --timeout MS   send: wait MS milliseconds for each reply, 1..${MAX_TIMER_MS}
                  (default ${DEFAULTS.timeoutMs}); to many, collect replies that long
   --chunk N      send: cut the payload into datagrams of at most N bytes,
@@ -659,7 +698,6 @@ const FLAGS = {
 const ONLY_FOR: Record<string, "serve" | "send"> = {
   join: "serve",
   ttl: "send",
-  "multicast-loopback": "send",
   timeout: "send",
   chunk: "send",
   delay: "send",
@@ -728,7 +766,14 @@ export function parseUdpArgs(args: string[]): UdpOptions {
     }
   }
   if (values["multicast-loopback"]) {
-    checkGroupOnly("--multicast-loopback", options.hostname);
+    if (command === "send") {
+      checkGroupOnly("--multicast-loopback", options.hostname);
+    } else if (options.join.length === 0) {
+      throw new UsageError(
+        `--multicast-loopback on serve goes with --join GROUP (it is about ` +
+          `a group's datagrams sent from this host)`,
+      );
+    }
     options.multicastLoopback = true;
   }
   if (values.timeout !== undefined) {
@@ -797,16 +842,27 @@ function parseUnixPath(
 
 /** Whether `host` is an IP multicast address: 224.0.0.0/4 or ff00::/8. */
 export function isMulticast(host: string): boolean {
-  const v4 = /^(\d{1,3})\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.exec(host);
-  if (v4) return Number(v4[1]) >= 224 && Number(v4[1]) <= 239;
-  return /^ff[0-9a-f]{2}:/i.test(host);
+  if (isIpv4Literal(host)) {
+    const first = Number(host.split(".")[0]);
+    return first >= 224 && first <= 239;
+  }
+  return /^ff[0-9a-f]{2}:/i.test(host) && isIpv6Literal(host);
 }
 
 /** Whether `host` is a group this playground may use (see GROUP_RANGES). */
 export function isGroup(host: string): boolean {
-  return /^239\.255\.\d{1,3}\.\d{1,3}$/.test(host) &&
-      host.split(".").every((b) => Number(b) <= 255) ||
+  return isIpv4Literal(host) && host.startsWith("239.255.") ||
     /^ff15:/i.test(host) && isIpv6Literal(host);
+}
+
+/**
+ * Four numbers 0..255, without leading zeros (which some parsers, URL's
+ * among them, read as octal: 010 is 8).
+ */
+function isIpv4Literal(host: string): boolean {
+  const parts = host.split(".");
+  return parts.length === 4 &&
+    parts.every((p) => /^(0|[1-9]\d{0,2})$/.test(p) && Number(p) <= 255);
 }
 
 /** A group address for `flag`, checked to be in our ranges. */
@@ -815,7 +871,9 @@ function parseGroup(flag: string, text: string): string {
   if (!isGroup(host)) {
     const what = isMulticast(host)
       ? "a multicast group outside the ranges used here"
-      : "not a multicast group address";
+      : isIpv4Literal(host) || isIpv6Literal(host)
+      ? "not a multicast group address"
+      : "not an IP address";
     throw new UsageError(
       `${flag} ${JSON.stringify(text)}: ${what}; use a group from ` +
         `${GROUP_RANGES} (e.g. 239.255.0.1 or ff15::1), multicast's ` +
@@ -836,11 +894,23 @@ function checkJoinBind(hostname: string, groups: string[]): void {
       `--join: one socket takes IPv4 or IPv6 groups, not both; run two servers`,
     );
   }
-  const wildcard = v6.length > 0 ? "::" : "0.0.0.0";
-  if (canonicalHost(hostname) !== wildcard) {
+  const [wildcard, other, family] = v6.length > 0
+    ? ["::", "0.0.0.0", "IPv6"]
+    : ["0.0.0.0", "::", "IPv4"];
+  const bound = isIpv4Literal(hostname) || isIpv6Literal(hostname)
+    ? canonicalHost(hostname)
+    : hostname;
+  if (bound === other) {
     throw new UsageError(
-      `--join needs --hostname ${wildcard}: a socket bound to ${hostname} ` +
-        `receives only datagrams sent to ${hostname}, never the group's`,
+      `--join ${groups[0]} is an ${family} group: it needs --hostname ` +
+        `${wildcard} (the ${family} wildcard), not ${other}`,
+    );
+  }
+  if (bound !== wildcard) {
+    throw new UsageError(
+      `--join ${groups[0]} needs --hostname ${wildcard} (the ${family} ` +
+        `wildcard): a socket bound to ${hostname} receives only datagrams ` +
+        `sent to ${hostname}, never the group's`,
     );
   }
 }
@@ -907,6 +977,7 @@ async function mainServe(options: UdpOptions): Promise<number> {
         } come here`,
       );
     }
+    if (options.multicastLoopback) log(loopbackLine(Deno.build.os));
     const summary = await serveUdp(socket, {
       ...options,
       signal: controller.signal,
@@ -916,6 +987,21 @@ async function mainServe(options: UdpOptions): Promise<number> {
     removeSignals();
   }
   return 0;
+}
+
+/**
+ * What serve --multicast-loopback does on `os` (see {@link joinGroups}),
+ * for the log: on Windows the member's option takes this host's datagrams
+ * to the group; elsewhere the sender's option decides.
+ */
+export function loopbackLine(os: typeof Deno.build.os): string {
+  const name = os === "linux" ? "Linux" : os === "darwin" ? "macOS" : os;
+  return os === "windows"
+    ? `udp multicast loopback on: the group's datagrams sent from this ` +
+      `host come here too`
+    : `udp multicast loopback on, which on ${name} changes nothing here: ` +
+      `the sender's option decides whether its datagrams to the group ` +
+      `reach this host's members (udp.ts send --multicast-loopback)`;
 }
 
 /** Close a socket that may be closed already (and remove its file). */
@@ -1034,14 +1120,16 @@ class UdpServer {
     return refusal === null;
   }
 
-  /** Count (and with --trace, log) a reply that went out. */
-  sent(bytes: Uint8Array, peer: Deno.Addr): void {
-    this.summary.bytesOut += bytes.length;
+  /**
+   * Count (and with --trace, log) a reply that went out: `count` bytes of
+   * `bytes`. (No view of them is made unless traced: an object per
+   * datagram is work for the garbage collector, measurable at 64 B.)
+   */
+  sent(count: number, bytes: Uint8Array, peer: Deno.Addr): void {
+    this.summary.bytesOut += count;
     if (this.#trace) {
-      const what = `${this.proto} sent ${bytes.length} bytes to ${
-        formatAddr(peer)
-      }`;
-      traceBytes(this.#print, what, bytes, this.#hex);
+      const what = `${this.proto} sent ${count} bytes to ${formatAddr(peer)}`;
+      traceBytes(this.#print, what, bytes.subarray(0, count), this.#hex);
     }
   }
 
@@ -1078,7 +1166,7 @@ class UdpServer {
       for (let i = 0; i < count && !this.closed; i++) {
         try {
           const sent = await this.#socket.send(bytes, peer);
-          this.sent(bytes.subarray(0, sent), peer);
+          this.sent(sent, bytes, peer);
         } catch (err) {
           if (!this.closed) this.replyFailed(peer, err);
         }
@@ -1316,8 +1404,8 @@ export class EchoLoopGuard {
     }
     const refused = this.#refuseSource(from, hostname, port);
     if (refused !== null) return refused;
-    const peer = `${hostname} ${port}`;
     if (this.#muted.size > 0) {
+      const peer = `${hostname} ${port}`;
       const until = this.#muted.get(peer);
       if (until !== undefined) {
         if (now < until) return "echo loop, muted";
@@ -1326,7 +1414,12 @@ export class EchoLoopGuard {
     }
     // Is this exactly what we sent this peer a moment ago, coming back?
     const hash = fingerprint(data, this.#seed ^ peerHash(hostname, port));
-    const key = `${hash} ${peer}`;
+    // The key of the maps below, made only when one of them holds
+    // something: a new string per datagram, hashed for each lookup, cost
+    // more than the rest of this function.
+    const key = this.#trials.size > 0 || this.#held.size > 0
+      ? `${hash} ${hostname} ${port}`
+      : "";
     // The replies we held back went out just now: straight back is an echo.
     if (this.#trials.size > 0) {
       const until = this.#trials.get(key);
@@ -1339,7 +1432,7 @@ export class EchoLoopGuard {
     // us. Back to back (a burst, or several loops of the same bytes) it is
     // held back too, until it is quiet; at its own pace (a stream, 50 a
     // second, say), it is no echo: its replies go out now, and this one too.
-    const held = this.#held.get(key);
+    const held = this.#held.size > 0 ? this.#held.get(key) : undefined;
     if (held !== undefined) {
       if (now - held.last <= LOOP_WINDOW_MS) {
         held.count++;
@@ -1372,7 +1465,7 @@ export class EchoLoopGuard {
       table[row + 3] = returns;
       const bytes = data.slice();
       const held = { bytes, peer: from, count: 1, last: now, hash, row };
-      this.#held.set(key, held);
+      this.#held.set(key || `${hash} ${hostname} ${port}`, held);
       this.#arm(now);
       return HELD;
     }

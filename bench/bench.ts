@@ -14,7 +14,9 @@
  * also run against the servers started bare (`deno run` without the tasks'
  * settings), to show what the settings change; `--bare` measures every
  * load bare. Where `--workers` exists (workers.ts), a second table measures
- * `--workers 2` beside `--workers 1`.
+ * `--workers 2` beside `--workers 1`. A third puts server.ts on a Unix
+ * socket (`--unix PATH`, same settings) beside TCP loopback: the stream and
+ * the round trips at c=1 and c=50, measured in the same rounds.
  *
  *   deno task bench                     full run, medians of 3 rounds
  *   deno task bench --compare node      the same, against Node too
@@ -44,6 +46,7 @@ import {
 } from "../tests/lib/spawn.ts";
 import { delay } from "../tests/lib/time.ts";
 import { runsOk } from "../tests/lib/tools.ts";
+import { scratchDir, unixGrants } from "../tests/lib/unix.ts";
 
 /** The descriptor limit asked for (`ulimit -n`), for 10,000 connections. */
 const WANT_FDS = 30_000;
@@ -61,7 +64,8 @@ export const USAGE =
                        [--no-pin]
 
 Measures server.ts and udp.ts on loopback, started as their deno.json tasks
-start them, and prints a table. bench/README.md explains the figures.
+start them, and prints a table; then server.ts on a Unix socket beside TCP.
+bench/README.md explains the figures.
   --quick          small sizes, about 1 s per load (a smoke test)
   --json           print the figures as JSON instead of a table
   --compare node   run the same loads against a plain Node.js echo server
@@ -271,8 +275,12 @@ async function stop(child: Child, ms = 8000): Promise<void> {
   await child.stop("SIGTERM", ms);
 }
 
+/** Folders the run made (the Unix socket's), for Ctrl-C to remove. */
+const scratch = new Set<AsyncDisposable>();
+
 async function stopAll(): Promise<void> {
   await Promise.all([...children].map((c) => stop(c, 3000)));
+  for (const dir of scratch) await dir[Symbol.asyncDispose]();
 }
 
 // ---------------------------------------------------------------------------
@@ -297,6 +305,8 @@ const fdLimit = (pid: number) => orNaN(openFileLimit(pid));
 interface Server {
   proc: Child;
   port: number;
+  /** A Unix socket's path (server.ts --unix): no port. */
+  path?: string;
 }
 
 async function startServer(
@@ -338,6 +348,37 @@ async function startServer(
   }
 }
 
+/**
+ * server.ts on the Unix socket `sock`, started as the `server` task starts
+ * it (its environment and flags), with the socket's grants (read, write
+ * and net `unix:` on the path) in place of `--allow-net=127.0.0.1`.
+ */
+async function startUnixServer(v: Variant, sock: string): Promise<Server> {
+  const s = v.settings.tcp;
+  const cmd = [
+    Deno.execPath(),
+    "run",
+    ...s.flags.filter((f) => !f.startsWith("--allow-")),
+    ...unixGrants(sock),
+    path("server.ts"),
+    ...["--unix", sock, "--quiet", "--max-connections", "20000"],
+  ];
+  const proc = spawnProc(`${v.name} unix server`, cmd, {
+    env: s.env,
+    cpus: v.pin ? SERVER_CPU : undefined,
+  });
+  try {
+    const first = await proc.waitForLine(/./, 20_000);
+    if (first !== `unix listening on ${sock}`) {
+      throw new Error(`${proc.label}: first line was ${first}`);
+    }
+    return { proc, port: 0, path: sock };
+  } catch (err) {
+    await stop(proc);
+    throw err;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Loads: each spawns load-generator processes, waits for all to be `ready`,
 // says `go`, and collects their `result` lines.
@@ -372,9 +413,21 @@ function latency(load: string, histogram: number[], q: number): Figure {
 interface LoadContext {
   pin: boolean;
   notes: Set<string>;
-  /** The command that runs bench/fair_load.mjs: node, or Deno's node:net. */
-  fairLoad: string[];
+  /**
+   * The command that runs bench/fair_load.mjs: node, or Deno's node:net
+   * (with the grants for the Unix socket `sock`, if one).
+   */
+  fairLoad: (sock?: string) => string[];
 }
+
+/** How a load generator names the server: `--port N`, or `--path P`. */
+const target = (server: Server) =>
+  server.path !== undefined
+    ? ["--path", server.path]
+    : ["--port", String(server.port)];
+
+/** "tcp", or "unix" for a server on a Unix socket: the loads' names. */
+const protoOf = (server: Server) => server.path !== undefined ? "unix" : "tcp";
 
 const denoLoad = (...args: string[]) => [
   Deno.execPath(),
@@ -443,11 +496,20 @@ async function tcpStream(
   bytes: number,
   ctx: LoadContext,
 ): Promise<Measured> {
-  const load = `tcp stream ${bytes >> 20} MiB`;
+  const load = `${protoOf(server)} stream ${bytes >> 20} MiB`;
+  const args = ["stream", ...target(server), "--bytes", `${bytes}`];
   const { results, cpu } = await runLoad(
     server,
     [
-      denoLoad("stream", "--port", String(server.port), "--bytes", `${bytes}`),
+      server.path !== undefined
+        ? [
+          Deno.execPath(),
+          "run",
+          ...unixGrants(server.path),
+          path("bench/load.ts"),
+          ...args,
+        ]
+        : denoLoad(...args),
     ],
     120_000,
     ctx.pin ? CLIENT_CPU : undefined,
@@ -473,13 +535,14 @@ async function tcpRoundTrips(
   seconds: number,
   ctx: LoadContext,
 ): Promise<Measured> {
-  const load = `tcp rr c=${conns}`;
+  const load = `${protoOf(server)} rr c=${conns}`;
   const threads = conns >= 500 ? FAIR_THREADS : 1;
   const { results, cpu } = await runLoad(
     server,
     [[
-      ...ctx.fairLoad,
-      ...["--port", String(server.port), "--conns", String(conns)],
+      ...ctx.fairLoad(server.path),
+      ...target(server),
+      ...["--conns", String(conns)],
       ...["--seconds", String(seconds), "--size", "64"],
       ...["--threads", String(threads), "--wait-go"],
     ]],
@@ -779,13 +842,15 @@ async function setUp(options: Options): Promise<Run> {
   const ctx: LoadContext = {
     pin: tasksetWorks,
     notes,
-    fairLoad: info.node ? ["node", path("bench/fair_load.mjs")] : [
-      Deno.execPath(),
-      "run",
-      "--allow-net=127.0.0.1",
-      "--allow-read",
-      path("bench/fair_load.mjs"),
-    ],
+    fairLoad: (sock) =>
+      info.node ? ["node", path("bench/fair_load.mjs")] : [
+        Deno.execPath(),
+        "run",
+        sock ? `--allow-net=127.0.0.1,unix:${sock}` : "--allow-net=127.0.0.1",
+        "--allow-read",
+        ...(sock ? [`--allow-write=${sock}`] : []),
+        path("bench/fair_load.mjs"),
+      ],
   };
   if (!info.node) {
     notes.add(
@@ -861,44 +926,86 @@ async function mainVariants(run: Run): Promise<{
   return { variants, project, fromTasks: project === tasks };
 }
 
-/** Measure `what` for `v` into `results`; a failure is a note, and counts. */
+/**
+ * Measure `what` for `v` into `results` (if any) and return the figures;
+ * a failure is a note, counts, and returns null.
+ */
 async function attempt(
   run: Run,
-  results: Results,
+  results: Results | null,
   v: Variant,
   what: string,
   measure: () => Promise<Measured>,
-): Promise<void> {
+): Promise<Measured | null> {
   if (!run.options.json) {
     await Deno.stderr.write(new TextEncoder().encode(`  ${v.name}: ${what}\n`));
   }
   try {
-    results.record(v.name, await measure());
+    const figures = await measure();
+    results?.record(v.name, figures);
+    return figures;
   } catch (err) {
     run.failures++;
     run.notes.add(`${v.name} ${what} failed: ${(err as Error).message}`);
+    return null;
   }
+}
+
+/** The figures the Unix-beside-TCP table shows, of each load. */
+const SIDE_FIGURES = new Set([
+  "MB/s",
+  "bytes verified (1 = all)",
+  "round trips/s",
+  "p50 ms",
+  "p99 ms",
+  "server CPU %",
+]);
+
+/** A load's figures for that table: named without "tcp"/"unix". */
+function sideBySide(figures: Measured): Measured {
+  return figures.filter((f) => SIDE_FIGURES.has(f.figure))
+    .map((f) => ({ ...f, load: f.load.replace(/^(tcp|unix) /, "") }));
 }
 
 /**
  * The main table: each round starts every variant's servers, runs every
  * load against them in turn (the order flipped each round, so no server
- * always gets the quieter moment), then the many-connection load.
+ * always gets the quieter moment), then the many-connection load. The
+ * project's server.ts also runs on a Unix socket: right beside its TCP
+ * stream and c=1 and c=50 round trips (before or after them, flipped each
+ * round), the same load over the path, into the `unix` table.
  */
-async function mainTable(run: Run, variants: Variant[]): Promise<Results> {
+async function mainTable(
+  run: Run,
+  variants: Variant[],
+): Promise<{ results: Results; unix: Results }> {
   const { options, sizes, ctx } = run;
   // Loads the bare servers run by default: the ones the settings change
   // (c=500 here; the many-connection load always runs every server).
   const bareLoads = (load: string) => options.bare || load === "tcp rr c=500";
   const results = new Results(variants.map((v) => v.name));
+  const unix = new Results(["tcp", "unix"]);
+  // A folder of our own for the socket (bench has no --allow-write: mktemp),
+  // removed at the end, or by Ctrl-C (see `scratch`).
+  await using dir = await scratchDir();
+  scratch.add(dir);
   for (let round = 1; round <= options.rounds; round++) {
     const order = round % 2 ? variants : [...variants].reverse();
     if (!options.json) console.error(`round ${round} of ${options.rounds}`);
     const tcp = new Map<string, Server>();
     const udp = new Map<string, Server>();
+    let onUnix: Server | undefined;
     try {
       for (const v of order) {
         tcp.set(v.name, await startServer(v, "tcp"));
+        if (v.name === "project") {
+          try {
+            onUnix = await startUnixServer(v, `${dir.path}/echo.sock`);
+          } catch (err) {
+            run.failures++;
+            run.notes.add(`unix server: ${(err as Error).message}`);
+          }
+        }
         if (v.name === "bare" && !options.bare) continue;
         try {
           udp.set(v.name, await startServer(v, "udp"));
@@ -909,20 +1016,50 @@ async function mainTable(run: Run, variants: Variant[]): Promise<Results> {
       const each = async (
         load: string,
         measure: (v: Variant) => Promise<Measured>,
+        overUnix?: (server: Server) => Promise<Measured>,
       ) => {
         for (const v of order) {
           if (v.name === "bare" && !bareLoads(load)) continue;
-          await attempt(run, results, v, load, () => measure(v));
+          if (!overUnix || v.name !== "project" || !onUnix) {
+            await attempt(run, results, v, load, () => measure(v));
+            continue;
+          }
+          const server = onUnix;
+          const viaUnix = () =>
+            attempt(
+              run,
+              null,
+              v,
+              load.replace(/^tcp/, "unix"),
+              () => overUnix(server),
+            );
+          const viaTcp = () => attempt(run, results, v, load, () => measure(v));
+          let t: Measured | null, u: Measured | null;
+          if (round % 2) {
+            t = await viaTcp();
+            u = await viaUnix();
+          } else { // the other goes first this round
+            u = await viaUnix();
+            t = await viaTcp();
+          }
+          if (t && u) {
+            unix.record("tcp", sideBySide(t));
+            unix.record("unix", sideBySide(u));
+          }
         }
       };
       await each(
         "tcp stream",
         (v) => tcpStream(tcp.get(v.name)!, sizes.streamBytes, ctx),
+        (server) => tcpStream(server, sizes.streamBytes, ctx),
       );
       for (const conns of [1, 50, 500]) {
         await each(
           `tcp rr c=${conns}`,
           (v) => tcpRoundTrips(tcp.get(v.name)!, conns, sizes.seconds, ctx),
+          conns === 500
+            ? undefined
+            : (server) => tcpRoundTrips(server, conns, sizes.seconds, ctx),
         );
       }
       for (const size of [64, 1400]) {
@@ -934,6 +1071,7 @@ async function mainTable(run: Run, variants: Variant[]): Promise<Results> {
       }
     } finally {
       for (const s of [...tcp.values(), ...udp.values()]) await stop(s.proc);
+      if (onUnix) await stop(onUnix.proc); // SIGTERM: it removes its file
     }
     for (const v of order) {
       await attempt(
@@ -945,7 +1083,7 @@ async function mainTable(run: Run, variants: Variant[]): Promise<Results> {
       );
     }
   }
-  return results;
+  return { results, unix };
 }
 
 /**
@@ -1051,6 +1189,10 @@ function limitsOf(run: Run, workersScript: string | undefined): string[] {
         `nothing pinned: ${info.cores} cores shared by the server's ` +
         `workers and the load generator.`
       : `No workers table: server.ts has no --workers.`,
+    `The Unix-socket table runs server.ts --unix PATH (a socket file in a ` +
+    `temporary folder) with the same settings and the same load ` +
+    `generators, connecting to the path instead of 127.0.0.1:PORT; each ` +
+    `round measures it right beside the TCP figures it is set against.`,
     `Loopback only: no network, no NIC, no packet loss but the kernel's.`,
     `Figures are medians of ${run.options.rounds} round(s); the servers ` +
     `alternate, order flipped each round.`,
@@ -1063,6 +1205,8 @@ interface Report {
   variants: Variant[];
   fromTasks: boolean;
   main: Results;
+  /** server.ts on a Unix socket beside TCP: columns "tcp" and "unix". */
+  unix: Results;
   ratios: Ratio[];
   workers: { results: Results; script: string } | null;
   limits: string[];
@@ -1096,6 +1240,7 @@ function printJson(r: Report): void {
       seconds: Math.round(r.seconds),
       servers: Object.fromEntries(r.variants.map((v) => [v.name, v.about])),
       figures: figures(r.main, r.ratios),
+      unix: figures(r.unix, [["unix", "tcp"]]),
       workers: r.workers
         ? figures(r.workers.results, [["workers 2", "workers 1"]])
         : null,
@@ -1127,6 +1272,17 @@ function printTables(r: Report): void {
     "·: not measured. Ratios: above 1 is better for rates (MB/s, round " +
       "trips/s), below 1 for times and memory (ms, seconds, MB).",
   );
+  if (r.unix.rows.size > 0) {
+    console.log();
+    console.log(
+      "server.ts --unix PATH beside TCP loopback (127.0.0.1): the same " +
+        "server, settings and loads, in the same rounds",
+    );
+    console.log();
+    console.log(
+      table([...r.unix.rows.values()], r.unix.names, [["unix", "tcp"]]),
+    );
+  }
   if (r.workers) {
     console.log();
     console.log(
@@ -1155,13 +1311,14 @@ async function bench(options: Options): Promise<number> {
   const run = await setUp(options);
   const { variants, project, fromTasks } = await mainVariants(run);
   const started = performance.now();
-  const main = await mainTable(run, variants);
+  const { results: main, unix } = await mainTable(run, variants);
   const workers = await workersTable(run, project);
   const report: Report = {
     run,
     variants,
     fromTasks,
     main,
+    unix,
     ratios: run.compare
       ? variants.filter((v) => v.kind === "deno").map((v) => [v.name, "node"])
       : [["project", "bare"]],

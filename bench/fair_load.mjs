@@ -4,6 +4,7 @@
  *
  *   node bench/fair_load.mjs --port 9000 --conns 500 --seconds 5
  *   deno run --allow-net=127.0.0.1 bench/fair_load.mjs --port 9000 ...
+ *   node bench/fair_load.mjs --path /tmp/echo.sock ...   (a Unix socket)
  *
  * Every connection loops: write SIZE bytes (64 by default), read them back,
  * check them, count one round trip, write again. It runs on `node:net`
@@ -33,12 +34,14 @@ import {
 import { Buffer } from "node:buffer";
 import { randomFillSync } from "node:crypto";
 
-const USAGE = "usage: fair_load.mjs --port N [--host H] [--conns C] " +
+const USAGE =
+  "usage: fair_load.mjs --port N [--host H] | --path P [--conns C] " +
   "[--seconds S] [--size B] [--depth D] [--threads T] [--wait-go]";
 
 function parse(argv) {
   const a = {
     host: "127.0.0.1",
+    path: "",
     port: 0,
     conns: 500,
     seconds: 5,
@@ -51,8 +54,8 @@ function parse(argv) {
     const key = argv[i].replace(/^--/, "");
     if (key === "wait-go") {
       waitGo = true;
-    } else if (key === "host" && i + 1 < argv.length) {
-      a.host = argv[++i];
+    } else if ((key === "host" || key === "path") && i + 1 < argv.length) {
+      a[key] = argv[++i];
     } else if (key in a && /^\d+(\.\d+)?$/.test(argv[i + 1] ?? "")) {
       a[key] = Number(argv[++i]);
     } else {
@@ -60,9 +63,10 @@ function parse(argv) {
       process.exit(2);
     }
   }
-  if (![a.port, a.conns, a.size, a.depth, a.threads].every((v) => v > 0)) {
+  const port = a.path ? 1 : a.port; // a Unix socket has no port
+  if (![port, a.conns, a.size, a.depth, a.threads].every((v) => v > 0)) {
     console.error(
-      `error: --port, --conns, --size, --depth, --threads: > 0\n${USAGE}`,
+      `error: --port (or --path), --conns, --size, --depth, --threads: > 0\n${USAGE}`,
     );
     process.exit(2);
   }
@@ -118,15 +122,19 @@ function connectAll(args) {
         // server, or the server never has many sockets ready at once.
         const holder = { onData: () => true };
         const socket = net.connect({
-          host: args.host,
-          port: args.port,
+          ...(args.path ? { path: args.path } : {
+            host: args.host,
+            port: args.port,
+          }),
           onread: {
             buffer: Buffer.alloc(64 * 1024),
             callback: (n, buf) => holder.onData(n, buf),
           },
         });
         socket.holder = holder;
-        socket.setNoDelay(true); // each small request goes out at once
+        // Each small request goes out at once (TCP; a Unix socket has no
+        // Nagle to turn off, and Node ignores it there).
+        socket.setNoDelay(true);
         socket.once("connect", () => {
           socket.off("error", reject);
           resolve(socket);

@@ -13,6 +13,7 @@
  *    connections open until then).
  *
  *   load.ts stream --port P --bytes N         one connection, N bytes through
+ *   load.ts stream --path PATH --bytes N      the same over a Unix socket
  *   load.ts rr     --port P --conns C --seconds S [--size B]   TCP ping-pong
  *   load.ts udp    --port P --sockets K --seconds S --size B   UDP ping-pong
  *   load.ts hold   --port P --conns C        open C connections, one echo each
@@ -26,6 +27,8 @@ const HOST = "127.0.0.1";
 
 interface Args {
   mode: string;
+  /** A Unix socket's path instead of 127.0.0.1:port (stream only). */
+  path: string;
   port: number;
   bytes: number;
   conns: number;
@@ -37,6 +40,7 @@ interface Args {
 function parseArgs(argv: string[]): Args {
   const args: Args = {
     mode: argv[0] ?? "",
+    path: "",
     port: 0,
     bytes: 0,
     conns: 1,
@@ -46,8 +50,15 @@ function parseArgs(argv: string[]): Args {
   };
   for (let i = 1; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "");
+    if (key === "path" && argv[i + 1]) {
+      args.path = argv[i + 1];
+      continue;
+    }
     const value = Number(argv[i + 1]);
-    if (!(key in args) || key === "mode" || !Number.isFinite(value)) {
+    if (
+      !(key in args) || key === "mode" || key === "path" ||
+      !Number.isFinite(value)
+    ) {
       throw new Error(`load.ts: bad argument ${argv[i]} ${argv[i + 1]}`);
     }
     (args as unknown as Record<string, number>)[key] = value;
@@ -153,7 +164,9 @@ async function stream(args: Args, go: Promise<void>) {
   const pattern = new Uint8Array(2 * PERIOD);
   pattern.set(randomBytes(PERIOD));
   pattern.copyWithin(PERIOD, 0, PERIOD);
-  const conn = await Deno.connect({ hostname: HOST, port: args.port });
+  const conn = args.path
+    ? await Deno.connect({ transport: "unix", path: args.path })
+    : await Deno.connect({ hostname: HOST, port: args.port });
   print("ready");
   await go;
   const t0 = performance.now();

@@ -29,6 +29,7 @@ import {
   LOOP_PROBE_MS,
   LOOP_RETURNS,
   LOOP_WINDOW_MS,
+  loopbackLine,
   MAX_UDP_PAYLOAD_IPV4,
   parseUdpArgs,
   RECEIVE_BUFFER_SIZE,
@@ -176,6 +177,137 @@ Deno.test("parseUdpArgs accepts --port N and --port=N, bracketed IPv6, words as 
   assert.equal(chunked.chunk, 1);
   assert.equal(chunked.delayMs, 20);
   assert.throws(() => parseUdpArgs(["serve", "--timeout", "5"]), UsageError);
+});
+
+/** Bad group addresses and multicast flags, and the reason each gives. */
+const BAD_GROUPS: [string[], RegExp][] = [
+  // A multicast group, but outside 239.255.0.0/16 and ff15::/16.
+  [
+    ["--hostname", "0.0.0.0", "--join", "239.1.2.3"],
+    /"239\.1\.2\.3": a multicast group outside the ranges used here; use a group from 239\.255\.0\.0\/16 or ff15::\/16/,
+  ],
+  [["--hostname", "0.0.0.0", "--join", "224.0.0.251"], /outside the ranges/],
+  [
+    ["--hostname", "::", "--join", "ff02::1"],
+    /"ff02::1": a multicast group outside/,
+  ],
+  [
+    ["send", "--hostname", "239.0.0.1", "x"],
+    /--hostname "239\.0\.0\.1": a multicast group outside/,
+  ],
+  // Not multicast at all, or not an address.
+  [
+    ["--hostname", "0.0.0.0", "--join", "198.18.0.1"],
+    /"198\.18\.0\.1": not a multicast group address/,
+  ],
+  [
+    ["--hostname", "::", "--join", "2001:2::1"],
+    /not a multicast group address/,
+  ],
+  [
+    ["--hostname", "0.0.0.0", "--join", "239.255.0.256"],
+    /"239\.255\.0\.256": not an IP address/,
+  ],
+  [["--hostname", "::", "--join", "ff15::zz"], /"ff15::zz": not an IP address/],
+  // --join on a socket that cannot receive the group.
+  [
+    ["--join", "239.255.0.1"],
+    /--join 239\.255\.0\.1 needs --hostname 0\.0\.0\.0 \(the IPv4 wildcard\): a socket bound to 127\.0\.0\.1 receives only/,
+  ],
+  [
+    ["--hostname", "::", "--join", "239.255.0.1"],
+    /an IPv4 group: it needs --hostname 0\.0\.0\.0 \(the IPv4 wildcard\), not ::$/,
+  ],
+  [
+    ["--hostname", "0.0.0.0", "--join", "ff15::1"],
+    /an IPv6 group: it needs --hostname :: \(the IPv6 wildcard\), not 0\.0\.0\.0$/,
+  ],
+  [
+    ["--hostname", "::", "--join", "ff15::1", "--join", "239.255.0.1"],
+    /IPv4 or IPv6 groups, not both/,
+  ],
+  [["send", "--join", "239.255.0.1", "x"], /--join is for serve only/],
+  // --ttl: 0..255, to an IPv4 group only.
+  [
+    ["send", "--hostname", "239.255.0.1", "--ttl", "256", "x"],
+    /--ttl must be a whole number from 0 to 255, not "256"/,
+  ],
+  [
+    ["send", "--hostname", "239.255.0.1", "--ttl", "1.5", "x"],
+    /--ttl must be a whole number/,
+  ],
+  [
+    ["send", "--hostname", "127.0.0.1", "--ttl", "1", "x"],
+    /--ttl is for sending to a multicast group/,
+  ],
+  [
+    ["send", "--hostname", "ff15::1", "--ttl", "1", "x"],
+    /--ttl is for IPv4 groups: Deno 2\.9 cannot set the hop limit/,
+  ],
+  [["--ttl", "1"], /--ttl is for send only/],
+  // --multicast-loopback: to a group (send), with --join (serve).
+  [
+    ["send", "--multicast-loopback", "x"],
+    /--multicast-loopback is for sending to a multicast group/,
+  ],
+  [
+    ["--hostname", "0.0.0.0", "--multicast-loopback"],
+    /--multicast-loopback on serve goes with --join GROUP/,
+  ],
+];
+
+Deno.test("udp.ts bad group addresses (outside 239.255.0.0/16 and ff15::/16, not multicast, not an address), --join on a socket that cannot get the group, --ttl out of range: a usage error each, one error: line, exit 2", async () => {
+  for (const [args, reason] of BAD_GROUPS) {
+    const what = `udp.ts ${args.join(" ")}`;
+    assert.throws(() => parseUdpArgs(args), (err: Error) => {
+      assert.ok(err instanceof UsageError, `${what}: ${err}`);
+      assert.match(err.message, reason, what);
+      assert.ok(!err.message.includes("\n"), `${what}: one line`);
+      return true;
+    });
+  }
+  // As a user sees them: three of them, spawned (at once: no socket is bound).
+  const spawned = [BAD_GROUPS[0], BAD_GROUPS[8], BAD_GROUPS[13]];
+  const runs = await Promise.all(
+    spawned.map(([args]) => runScript("udp.ts", args)),
+  );
+  for (const [i, r] of runs.entries()) {
+    const [args, reason] = spawned[i];
+    const what = `udp.ts ${args.join(" ")}`;
+    assert.equal(r.code, 2, `${what}: ${r.stderr}`);
+    assert.equal(r.out, "", what);
+    const [first, blank, ...usage] = r.stderr.split("\n");
+    assert.match(first, /^error: /, what);
+    assert.match(first, reason, what);
+    assert.equal(blank, "", what);
+    assert.match(usage.join("\n"), /--multicast-loopback/, what);
+    assert.ok(!hasStackTrace(r.stderr), what);
+  }
+});
+
+Deno.test("parseUdpArgs takes serve --join GROUP (repeatable, v4 or v6) with --multicast-loopback, and send --ttl 0 --multicast-loopback; serve's loopback line says what it changes on this OS", () => {
+  const serve = parseUdpArgs([
+    ...["--hostname", "0.0.0.0", "--join", "239.255.0.1"],
+    ...["--join", "239.255.9.9", "--multicast-loopback"],
+  ]);
+  assert.equal(serve.command, "serve");
+  assert.deepEqual(serve.join, ["239.255.0.1", "239.255.9.9"]);
+  assert.equal(serve.multicastLoopback, true);
+  const v6 = parseUdpArgs(["--hostname", "[::]", "--join", "[FF15:0::1]"]);
+  assert.deepEqual(v6.join, ["ff15::1"]);
+  assert.equal(v6.multicastLoopback, false);
+  const send = parseUdpArgs([
+    ...["send", "--hostname", "239.255.0.1", "--ttl", "0"],
+    ...["--multicast-loopback", "hi"],
+  ]);
+  assert.equal(send.ttl, 0);
+  assert.equal(send.multicastLoopback, true);
+  assert.match(
+    loopbackLine("linux"),
+    /on Linux changes nothing here: the sender's option decides .*send --multicast-loopback/,
+  );
+  assert.match(loopbackLine("darwin"), /on macOS changes nothing here/);
+  assert.match(loopbackLine("windows"), /sent from this host come here too$/);
 });
 
 Deno.test("udp.ts without --unstable-net says which flag is missing, exit 1, no stack trace", async () => {

@@ -7,7 +7,12 @@
  * `error:` line, and the socket file gone after SIGTERM.
  */
 import assert from "node:assert/strict";
-import { hasStackTrace, runScript, spawnChild } from "./lib/spawn.ts";
+import {
+  hasStackTrace,
+  runScript,
+  spawnChild,
+  withTimeout,
+} from "./lib/spawn.ts";
 import { hasPython3, runsOk, runTool } from "./lib/tools.ts";
 import {
   asNobody,
@@ -372,5 +377,307 @@ c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok"); c.close()`,
     } finally {
       await py.stop("SIGKILL");
     }
+  },
+});
+
+// ----- http.ts --unix -----
+
+Deno.test("http.ts --unix: curl --unix-socket and client.ts --http get the page (200), and the log line names the path", async (t) => {
+  await using dir = await scratchDir();
+  const path = `${dir.path}/web.sock`;
+  await using server = await startUnixServer(path, [], { script: "http.ts" });
+  const logLine = (n: number) =>
+    new RegExp(
+      `^http local ${path} remote \\(unnamed\\) \\(#${n}\\) 200 "GET / HTTP/1\\.1", in \\d+ bytes, out \\d+ bytes$`,
+    );
+  await t.step({
+    name: "curl --unix-socket",
+    ignore: !runsOk("curl", ["--version"]),
+    async fn() {
+      const r = await runTool("curl", [
+        "-sS",
+        "-i",
+        "--unix-socket",
+        path,
+        "http://localhost/",
+      ]);
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.match(r.out, /<h1>Hello from a socket<\/h1>/);
+      assert.match(await server.waitForLine(/^http local /), logLine(1));
+    },
+  });
+  await t.step("client.ts --http --unix", async () => {
+    const before = server.stdout.lines.length;
+    const r = await client(path, ["--http"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.out, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(r.out, /Unix socket/);
+    const line = await server.waitForLine(/^http local /, 10_000, before);
+    assert.match(line, /^http local .* 200 "GET \/ HTTP\/1\.1"/);
+    assert.match(line, new RegExp(`^http local ${path} remote \\(unnamed\\)`));
+  });
+});
+
+// ----- udp.ts --unix: datagrams over a path -----
+
+/**
+ * The grants for udp.ts (or a datagram peer) in `dir`: read and write on
+ * the folder; net: the exact paths, or all (a sender's reply path is
+ * random, and an exact unix: grant cannot name it).
+ */
+function dgramGrants(dir: string, ...paths: string[]): string[] {
+  return [
+    `--allow-read=${dir}`,
+    `--allow-write=${dir}`,
+    paths.length === 0
+      ? "--allow-net"
+      : `--allow-net=${paths.map((p) => `unix:${p}`).join(",")}`,
+  ];
+}
+
+/** udp.ts serving the datagram socket `path` in `dir`. */
+function startUdpUnix(dir: string, path: string, args: string[] = []) {
+  return startUnixServer(path, args, {
+    script: "udp.ts",
+    denoFlags: dgramGrants(dir),
+  });
+}
+
+Deno.test("udp.ts --unix: datagrams of 0, 1, 5, 1000, 65000 and 3 bytes, all sent before any reply is read, come back one for one, whole and in order", async () => {
+  await using dir = await scratchDir();
+  const path = `${dir.path}/echo.sock`;
+  const own = `${dir.path}/me.sock`;
+  await using server = await startUnixServer(path, [], {
+    script: "udp.ts",
+    denoFlags: dgramGrants(dir.path, path, own), // it answers only me.sock
+  });
+  const sizes = [0, 1, 5, 1000, 65000, 3];
+  const r = await runScript(
+    "tests/lib/unix_datagrams.ts",
+    [path, own, ...sizes.map(String)],
+    { denoFlags: dgramGrants(dir.path, path, own) },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.out, `ok ${sizes.length}\n`);
+  // The server got six datagrams too, each whole, from the path we bound.
+  await server.waitForLine(/ 3 bytes$/);
+  const prefix = `unixgram datagram local ${path} remote ${own} `;
+  assert.deepEqual(
+    server.stdout.lines.filter((l) => l.startsWith("unixgram datagram ")),
+    sizes.map((n) => `${prefix}${n} bytes`),
+  );
+});
+
+Deno.test("udp.ts --unix: a stale socket file is replaced with a note, a datagram gets its echo, and SIGTERM removes the file", async () => {
+  await using dir = await scratchDir();
+  const path = `${dir.path}/echo.sock`;
+  const killed = await startUdpUnix(dir.path, path);
+  await killed.stop("SIGKILL"); // no clean-up: the file stays
+  assert.equal(fileType(path), "socket");
+  const server = await startUdpUnix(dir.path, path);
+  try {
+    await server.stderr.waitFor(/^note: /);
+    assert.equal(
+      server.stderr.text(),
+      `note: removed stale socket file ${path} (nobody listened)`,
+    );
+    const r = await runScript(
+      "udp.ts",
+      ["send", "--unix", path, "still here"],
+      {
+        denoFlags: dgramGrants(dir.path),
+        env: { TMPDIR: dir.path },
+      },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.out, "still here");
+    assert.equal((await server.stop("SIGTERM")).code, 0);
+    assert.match(
+      server.stdout.text(),
+      /^unixgram server stopped: 1 datagrams, /m,
+    );
+    assert.equal(fileType(path), "none");
+  } finally {
+    await server.stop("SIGKILL");
+  }
+});
+
+Deno.test("udp.ts send --unix: its reply socket lives in a private folder (0700) that is gone after a reply, a timeout, Ctrl-C and a refused send", async () => {
+  await using dir = await scratchDir();
+  const tmp = `${dir.path}/tmp`; // the sender's $TMPDIR
+  await sh("mkdir", tmp);
+  const left = () => [...Deno.readDirSync(tmp)].map((e) => e.name);
+  const send = (to: string, args: string[]) =>
+    runScript("udp.ts", ["send", "--unix", to, ...args], {
+      denoFlags: dgramGrants(dir.path),
+      env: { TMPDIR: tmp },
+    });
+  const path = `${dir.path}/echo.sock`;
+  const server = await startUdpUnix(dir.path, path, ["--quiet"]);
+  try {
+    // A reply: printed; and the folder gone.
+    const ok = await send(path, ["hello"]);
+    assert.equal(ok.out, "hello", ok.stderr);
+    assert.deepEqual(left(), []);
+    // A peer that never answers: the timeout, and the folder gone.
+    const silentPath = `${dir.path}/silent.sock`;
+    await using silent = spawnChild(
+      commandFor("tests/lib/unix_datagrams.ts", ["--silent", silentPath], {
+        denoFlags: dgramGrants(dir.path, silentPath),
+      }, { stdin: "piped" }),
+      "silent peer",
+      { stdin: true },
+    );
+    await silent.waitForLine(/^bound /);
+    const quiet = await send(silentPath, ["--timeout", "200", "hi"]);
+    assert.equal(quiet.code, 1);
+    assertOneErrorLine(
+      quiet.stderr,
+      new RegExp(`^error: no reply from unixgram ${silentPath} within 200 ms$`),
+    );
+    assert.deepEqual(left(), []);
+    // Ctrl-C while it waits: the folder, with its socket, is removed too.
+    const waiting = spawnChild(
+      commandFor(
+        "udp.ts",
+        [
+          "send",
+          "--unix",
+          silentPath,
+          "--trace",
+          "--timeout",
+          "60000",
+          "hi",
+        ],
+        { denoFlags: dgramGrants(dir.path), env: { TMPDIR: tmp } },
+        {
+          stdin: "null",
+        },
+      ),
+      "waiting sender",
+    );
+    try {
+      await withTimeout(
+        waiting.stderr.waitFor(/^sent 2 bytes/),
+        10_000,
+        () => `the sender did not send: ${waiting.stderr.text()}`,
+      );
+      const [folder] = left();
+      assert.match(folder, /^udp-send-/);
+      assert.equal(Deno.statSync(`${tmp}/${folder}`).mode! & 0o777, 0o700);
+      assert.equal(fileType(`${tmp}/${folder}/reply.sock`), "socket");
+      const status = await waiting.stop("SIGINT");
+      assert.equal(status.code, 130, waiting.stderr.text());
+      assert.deepEqual(left(), []);
+    } finally {
+      await waiting.stop("SIGKILL");
+    }
+    // A stale file (its server killed): refused, and the folder gone.
+    await server.stop("SIGKILL");
+    const refused = await send(path, ["hi"]);
+    assert.equal(refused.code, 1);
+    assertOneErrorLine(refused.stderr, /nobody is bound to it \(a stale/);
+    assert.deepEqual(left(), []);
+  } finally {
+    await server.stop("SIGKILL");
+  }
+});
+
+// ----- outside tools: socat, ss -----
+
+Deno.test({
+  name:
+    "--unix: socat is an outside client for both, UNIX-CONNECT to server.ts and UNIX-SENDTO (bound) to udp.ts (needs socat)",
+  ignore: !runsOk("socat", ["-V"]),
+  async fn() {
+    await using dir = await scratchDir();
+    const stream = `${dir.path}/echo.sock`;
+    await using _server = await startUnixServer(stream, ["--quiet"]);
+    const r = await runTool("socat", ["-", `UNIX-CONNECT:${stream}`]);
+    assert.equal(r.code, 0, r.err); // stdin empty: connect, half-close, end
+    const piped = spawnChild(
+      new Deno.Command("socat", {
+        // At the end of stdin socat half-closes, and waits (at most 10 s)
+        // for the server's end: the echo comes first.
+        args: ["-t", "10", "-", `UNIX-CONNECT:${stream}`],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }),
+      "socat UNIX-CONNECT",
+      { stdin: true },
+    );
+    await piped.write("hello from socat\n");
+    await piped.closeStdin();
+    assert.equal((await piped.status).code, 0, piped.stderr.text());
+    await piped.stdout.done;
+    assert.equal(piped.stdout.text(), "hello from socat"); // one line
+
+    const dgram = `${dir.path}/dgram.sock`;
+    const own = `${dir.path}/socat.sock`;
+    await using _udp = await startUdpUnix(dir.path, dgram, ["--quiet"]);
+    const sender = spawnChild(
+      new Deno.Command("socat", {
+        // A datagram has no end: socat stops when its stdin ends (-t 0),
+        // so stdin stays open until the reply is in.
+        args: ["-t", "0", "-", `UNIX-SENDTO:${dgram},bind=${own}`],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }),
+      "socat UNIX-SENDTO",
+      { stdin: true },
+    );
+    try {
+      await sender.write("one datagram\n");
+      await withTimeout(
+        sender.stdout.waitFor(/^one datagram$/),
+        10_000,
+        () => `no echo for socat: ${sender.stderr.text()}`,
+      );
+      assert.equal(sender.stdout.text(), "one datagram");
+    } finally {
+      await sender.closeStdin();
+      await sender.stop();
+    }
+    assert.equal(fileType(own), "none"); // socat removes what it bound
+  },
+});
+
+Deno.test({
+  name:
+    "--unix: ss -xa shows the listening socket at its path and, while a client is connected, both ends, tied by inode",
+  ignore: !runsOk("ss", ["-V"]),
+  async fn() {
+    await using dir = await scratchDir();
+    const path = `${dir.path}/echo.sock`;
+    await using server = await startUnixServer(path);
+    await using held = spawnChild(
+      commandFor("client.ts", ["--unix", path], {
+        denoFlags: unixGrants(path),
+      }, { stdin: "piped" }),
+      "held client",
+      { stdin: true },
+    );
+    await server.waitForLine(/^unix open /);
+    const ss = await runTool("ss", ["-xa"]);
+    assert.equal(ss.code, 0, ss.err);
+    const rows = ss.out.split("\n").map((l) => l.trim().split(/\s+/));
+    // Netid State Recv-Q Send-Q Local Port(inode) Peer PeerPort(inode)
+    const mine = rows.filter((r) => r[4] === path);
+    const listening = mine.find((r) => r[1] === "LISTEN");
+    const accepted = mine.find((r) => r[1] === "ESTAB");
+    assert.ok(listening && listening[0] === "u_str", ss.out);
+    assert.ok(accepted, ss.out);
+    // The client's end has no name ("*"); its peer is the accepted socket.
+    const clientEnd = rows.find((r) => r[5] === accepted[7]);
+    assert.ok(clientEnd, ss.out);
+    assert.deepEqual(
+      [clientEnd[1], clientEnd[4], clientEnd[7]],
+      ["ESTAB", "*", accepted[5]],
+    );
+    await held.closeStdin();
+    assert.equal((await held.status).code, 0, held.stderr.text());
   },
 });

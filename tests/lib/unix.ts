@@ -68,8 +68,8 @@ export function fileType(path: string): string {
 
 /**
  * Start server.ts (or another script) on the Unix socket `path` with its
- * narrowest grants and wait for its first line, `unix listening on PATH`.
- * `await using` kills it.
+ * narrowest grants and wait for its first line, `unix listening on PATH`
+ * (udp.ts: `unixgram listening on PATH`). `await using` kills it.
  */
 export async function startUnixServer(
   path: string,
@@ -86,9 +86,10 @@ export async function startUnixServer(
   );
   try {
     const first = await child.waitForLine(/./, 20_000);
-    if (first !== `unix listening on ${path}`) {
+    const proto = script === "udp.ts" ? "unixgram" : "unix";
+    if (first !== `${proto} listening on ${path}`) {
       throw new Error(
-        `expected "unix listening on ${path}" first, got ${
+        `expected "${proto} listening on ${path}" first, got ${
           JSON.stringify(first)
         }; stderr: ${child.stderr.text()}`,
       );

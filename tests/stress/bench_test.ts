@@ -101,7 +101,10 @@ Deno.test({
       "table header",
     );
     assert.match(out, /^project: started as `deno task server`/m);
-    const [main, workers] = tables(out);
+    const all = tables(out);
+    const main = all.find((t) => "project" in (t[0] ?? {}))!;
+    const unix = all.find((t) => "unix" in (t[0] ?? {}));
+    const workers = all.find((t) => "workers 1" in (t[0] ?? {}));
     for (const [load, figures, bare] of ROWS) {
       for (const figure of figures) {
         const row = main.find((r) => r.load === load && r.figure === figure);
@@ -111,6 +114,16 @@ Deno.test({
         if (bare) assert.match(row.bare, MEASURED, `bare: ${load} / ${figure}`);
         else assert.equal(row.bare, "·", `bare: ${load} / ${figure}`);
       }
+    }
+    // server.ts on a Unix socket beside TCP: the same loads, both measured.
+    assert.ok(unix, `no Unix-socket table in:\n${out}`);
+    for (const load of ["stream 16 MiB", "rr c=1", "rr c=50"]) {
+      const rate = load.startsWith("stream") ? "MB/s" : "round trips/s";
+      const row = unix.find((r) => r.load === load && r.figure === rate);
+      assert.ok(row, `no unix row "${load}" / "${rate}" in:\n${out}`);
+      assert.match(row.tcp, MEASURED, `tcp: ${load}`);
+      assert.match(row.unix, MEASURED, `unix: ${load}`);
+      assert.match(row["unix/tcp"], /^\d+\.\d\d$/, `unix/tcp: ${load}`);
     }
     // The workers table, where server.ts has --workers; a note otherwise.
     if (workers) {

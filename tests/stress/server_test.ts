@@ -318,8 +318,8 @@ Deno.test({
     const afterFds = await openFdCount(server.pid);
     // Every connection was accepted (each client waited for its echo), and
     // each close line counts its bytes: nothing lost, nothing made up.
-    // (A reset shows as a plain close: Deno reads a reset as end of stream;
-    // see the test "Deno 2.9 reads a connection reset by the peer as ...".)
+    // (A reset shows as a plain close: a Deno peer's close() sends its FIN
+    // before the RST; see the test "a Deno peer that closes with ...".)
     // A reset one sent 1 KiB: the server may have read it in one read or
     // several, and echoed all of it or only what came before the reset.
     const resetClosed = server.stdout.lines.filter((line) => {
@@ -351,7 +351,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "Deno 2.9 reads a connection reset by the peer as end of stream (null), not as ConnectionReset; the next write fails",
+    "a Deno peer that closes with bytes unread sends its FIN before the RST (close() shuts down first): the reader gets the end (null), and the next write fails",
   ...SANITIZE,
   async fn() {
     using listener = Deno.listen({ hostname: HOST, port: 0 });
@@ -363,12 +363,14 @@ Deno.test({
     await writeAll(client, new Uint8Array(1024));
     await writeAll(conn, await readExactly(conn, 1024));
     await client.read(new Uint8Array(1)); // the echo is here, 1023 unread
-    client.close(); // unread data: the kernel sends RST instead of FIN
+    // Unread data: the kernel resets. Deno's close() is shutdown(SHUT_WR)
+    // then close(), so a FIN goes first and the reader sees the end.
+    client.close();
     const n = await conn.read(new Uint8Array(16));
     assert.equal(
       n,
       null,
-      `Deno ${Deno.version.deno} no longer reads a reset as EOF: update the README and server.ts's close reasons`,
+      `Deno ${Deno.version.deno} no longer sends a FIN before the RST on close(): update docs/reference.md and server.ts's close reasons`,
     );
     // It was a reset, not a polite FIN: writing now fails at once.
     await assert.rejects(
