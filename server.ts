@@ -172,8 +172,7 @@ export async function main(args: string[]): Promise<number> {
   const listener = options.unix
     ? await listenUnix(options.unix)
     : listenTcp(options);
-  // SIGINT (Ctrl-C) and SIGTERM stop the server; a second one skips the grace.
-  // Listen for them before saying we listen: whoever reads that may stop us.
+  // Ctrl-C/SIGTERM stop us (a second: no grace); armed before we say we listen.
   const [stop, force] = [new AbortController(), new AbortController()];
   const removeSignals = onStopSignals(() => stop.abort(), () => force.abort());
   try {
@@ -260,6 +259,7 @@ const FLAGS = {
   trace: { type: "boolean" },
   hex: { type: "boolean" },
   help: { type: "boolean", short: "h" },
+  workers: { type: "string" }, // moved to workers.ts: an error that says so
 } as const satisfies ParseArgsOptionsConfig;
 
 // What a Unix socket has no use for (Deno sets none of these on one).
@@ -268,6 +268,7 @@ const TCP_ONLY = ["hostname", "port", "backlog", "reuse-port", "nodelay"];
 /** Parse the command line, defaults applied: options, "help" or UsageError. */
 export function parseServerArgs(args: string[]): ServerOptions | "help" {
   const { values: v } = parseFlags(args, FLAGS);
+  if (v.workers) throw new UsageError("--workers is workers.ts's flag now");
   if (v.help) return "help";
   const tcp = [...TCP_ONLY, "keepalive"].find((flag) => flag in v);
   if (v.unix !== undefined && tcp) {
@@ -347,8 +348,7 @@ class Server {
   readonly #p: string; // "tcp" or "unix": the first word of each line
   readonly #stopIdleSweep: () => void;
   readonly #listener: Deno.Listener;
-  /** Aborted: stop accepting (`options.signal`). */
-  readonly stop: AbortSignal;
+  readonly stop: AbortSignal; // aborted: stop accepting (options.signal)
   constructor(listener: Deno.Listener, options: ServeTcpOptions) {
     const o = { signal: new AbortController().signal, log, warn, ...options };
     this.#o = { ...o, slots: options.slots ?? new Int32Array(1) };

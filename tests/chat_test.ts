@@ -29,13 +29,6 @@ function startChat(args: string[] = []): Promise<RunningScript> {
   return startScript("chat.ts", ["--port", "0", ...args]);
 }
 
-/** Connect a client and wait for its welcome (`* you are NAME (N here)`). */
-async function join(port: number, here: number): Promise<ChatClient> {
-  const c = await ChatClient.connect(port);
-  await c.waitForLine(`* you are ${c.name} (${here} here)`);
-  return c;
-}
-
 /** Close every client in `clients` (whatever state the test left them in). */
 async function closeAll(clients: ChatClient[]): Promise<void> {
   await Promise.all(clients.map((c) => c[Symbol.asyncDispose]()));
@@ -53,7 +46,9 @@ Deno.test({
     await using server = await startChat();
     const clients: ChatClient[] = [];
     try {
-      for (let k = 0; k < N; k++) clients.push(await join(server.port, k + 1));
+      for (let k = 0; k < N; k++) {
+        clients.push(await ChatClient.join(server.port, k + 1));
+      }
 
       // Each client saw the joins of those after it, with the count.
       const last = clients[N - 1];
@@ -174,8 +169,8 @@ Deno.test({
   ...SANITIZE,
   async fn() {
     await using server = await startChat();
-    const a = await join(server.port, 1);
-    const b = await join(server.port, 2);
+    const a = await ChatClient.join(server.port, 1);
+    const b = await ChatClient.join(server.port, 2);
     // The stuck client: connects, then never reads a byte.
     const stuck = await Deno.connect({
       hostname: "127.0.0.1",
@@ -264,8 +259,8 @@ Deno.test({
   ...SANITIZE,
   async fn() {
     await using server = await startChat();
-    const a = await join(server.port, 1);
-    const b = await join(server.port, 2);
+    const a = await ChatClient.join(server.port, 1);
+    const b = await ChatClient.join(server.port, 2);
     try {
       assert.equal(MAX_LINE_BYTES, 4096);
       const told =
@@ -331,7 +326,7 @@ for (const tool of ["client.ts", "nc"]) {
     ...SANITIZE,
     async fn() {
       await using server = await startChat();
-      const b = await join(server.port, 1);
+      const b = await ChatClient.join(server.port, 1);
       const command = tool === "nc"
         ? new Deno.Command("nc", {
           args: ["-N", "127.0.0.1", String(server.port)],
@@ -383,8 +378,8 @@ Deno.test({
   ...SANITIZE,
   async fn() {
     await using server = await startChat();
-    const a = await join(server.port, 1);
-    const b = await join(server.port, 2);
+    const a = await ChatClient.join(server.port, 1);
+    const b = await ChatClient.join(server.port, 2);
     const late = await Deno.connect({
       hostname: "127.0.0.1",
       port: server.port,
@@ -435,8 +430,8 @@ Deno.test({
   ...SANITIZE,
   async fn() {
     await using server = await startChat();
-    const a = await join(server.port, 1);
-    const b = await join(server.port, 2);
+    const a = await ChatClient.join(server.port, 1);
+    const b = await ChatClient.join(server.port, 2);
     try {
       await a.send("one\ntwo\n");
       await b.waitForLine(`${a.name}: two`);
@@ -476,8 +471,8 @@ Deno.test({
   ...SANITIZE,
   async fn() {
     await using server = await startChat(["--max-connections", "2"]);
-    const a = await join(server.port, 1);
-    const b = await join(server.port, 2);
+    const a = await ChatClient.join(server.port, 1);
+    const b = await ChatClient.join(server.port, 2);
     const c = await ChatClient.connect(server.port);
     try {
       await c.waitClosed();
@@ -506,7 +501,7 @@ Deno.test({
   ...SANITIZE,
   async fn() {
     await using server = await startChat(["--idle-timeout", "0.5"]);
-    const a = await join(server.port, 1);
+    const a = await ChatClient.join(server.port, 1);
     try {
       await a.waitClosed();
       await server.waitForLine(
@@ -526,8 +521,8 @@ Deno.test({
   ...SANITIZE,
   async fn() {
     await using server = await startChat(["--hex"]);
-    const a = await join(server.port, 1);
-    const b = await join(server.port, 2);
+    const a = await ChatClient.join(server.port, 1);
+    const b = await ChatClient.join(server.port, 2);
     try {
       await a.send("hi\n");
       const got = `${a.name}: hi\n`;
@@ -673,8 +668,8 @@ Deno.test({
   ...SANITIZE,
   async fn() {
     await using server = await startChat(["--quiet"]);
-    const a = await join(server.port, 1);
-    const b = await join(server.port, 2);
+    const a = await ChatClient.join(server.port, 1);
+    const b = await ChatClient.join(server.port, 2);
     try {
       await a.send("hush\n");
       await b.waitForLine(`${a.name}: hush`);

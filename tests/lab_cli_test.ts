@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import {
-  hasStackTrace,
+  assertOneErrorLine,
   LAB_FLAGS,
   projectPath,
   runScript,
@@ -15,15 +15,6 @@ import { runTool as run } from "./lib/tools.ts";
 
 async function netnsList(): Promise<string> {
   return (await run("ip", ["netns", "list"]).catch(() => ({ out: "" }))).out;
-}
-
-/** The one `error:` line a refusal must be. */
-function assertOneErrorLine(stderr: string, re: RegExp) {
-  const lines = stderr.trim().split("\n");
-  assert.equal(lines.length, 1, `one line expected, got:\n${stderr}`);
-  assert.match(lines[0], /^error: /);
-  assert.match(lines[0], re);
-  assert.ok(!hasStackTrace(stderr), stderr);
 }
 
 Deno.test("lab.ts --help prints the usage on stdout and exits 0", async () => {

@@ -121,8 +121,8 @@ for (
     // them all); the rest are server.ts's own limits.
     [["--bogus"], /unknown flag "--bogus"/],
     [["--max-connections", "0"], /--max-connections must be/],
-    // --workers is workers.ts's flag (the usage says so).
-    [["--workers", "2"], /unknown flag "--workers"/],
+    // --workers moved to workers.ts: the error says so.
+    [["--workers", "2"], /^error: --workers is workers\.ts's flag now$/m],
     // --unix replaces the address and port; TCP's own flags have no use.
     ...[
       "--hostname=::1",

@@ -19,6 +19,7 @@ import {
   startScript,
   withTimeout,
 } from "./lib/spawn.ts";
+import { roundsOf } from "./lib/rounds.ts";
 import { waitUntil } from "./lib/time.ts";
 import { hasPython3, runTool } from "./lib/tools.ts";
 
@@ -30,17 +31,6 @@ const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 const HOST = "127.0.0.1";
 
 /** client.ts's `--rounds` line on stderr; groups: K, bytes, three ms. */
-const ROUNDS_LINE =
-  /^(\d+) rounds of (\d+) bytes on one connection: median (\d+\.\d+) ms per round trip \(fastest (\d+\.\d+), slowest (\d+\.\d+)\)$/;
-
-/** The figures of a `--rounds` line (fails the test if it is not one). */
-function roundsOf(stderr: string) {
-  const m = ROUNDS_LINE.exec(stderr.replace(/\n$/, ""));
-  assert.ok(m, `not one --rounds line on stderr: ${JSON.stringify(stderr)}`);
-  const [count, bytes, median, fastest, slowest] = m.slice(1).map(Number);
-  return { count, bytes, median, fastest, slowest };
-}
-
 /** The client's port in server.ts's or http.ts's log line for #`id`. */
 async function clientPort(server: RunningScript, id = 1): Promise<number> {
   const line = await server.waitForLine(

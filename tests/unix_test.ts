@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import {
-  hasStackTrace,
+  assertOneErrorLine,
   runScript,
   spawnChild,
   withTimeout,
@@ -34,15 +34,6 @@ function client(
     denoFlags: unixGrants(path),
     ...options,
   });
-}
-
-/** One `error:` line on stderr, no usage, no stack trace. */
-function assertOneErrorLine(stderr: string, reason: RegExp): void {
-  const lines = stderr.trimEnd().split("\n");
-  assert.equal(lines.length, 1, stderr);
-  assert.match(lines[0], /^error: /);
-  assert.match(lines[0], reason);
-  assert.ok(!hasStackTrace(stderr), stderr);
 }
 
 Deno.test("--unix: 20 clients at once, each sending 200 KB in uneven writes and half-closing, get exactly their bytes back", async () => {

@@ -29,6 +29,13 @@ export class ChatClient implements AsyncDisposable {
     return new ChatClient(await Deno.connect({ hostname, port }));
   }
 
+  /** Connect and wait for the welcome, `* you are NAME (N here)`. */
+  static async join(port: number, here: number): Promise<ChatClient> {
+    const c = await ChatClient.connect(port);
+    await c.waitForLine(`* you are ${c.name} (${here} here)`);
+    return c;
+  }
+
   async #pump(): Promise<void> {
     const decoder = new TextDecoder();
     const buf = new Uint8Array(64 * 1024);

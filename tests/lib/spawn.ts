@@ -7,6 +7,8 @@
  * Children are spawned with `Deno.execPath()` (under `npx` there is no `deno`
  * on PATH) and `DENO_NO_UPDATE_CHECK=1`.
  */
+import assert from "node:assert/strict";
+
 /** The project folder (where the scripts and deno.json live). */
 export const ROOT = new URL("../../", import.meta.url);
 
@@ -456,6 +458,15 @@ export async function startScript(
     await Promise.all([stdout.done, stderr.done]);
     throw err;
   }
+}
+
+/** stderr is one `error:` line matching `reason`: no usage, no stack trace. */
+export function assertOneErrorLine(stderr: string, reason: RegExp): void {
+  const lines = stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 1, `one line expected, got:\n${stderr}`);
+  assert.match(lines[0], /^error: /);
+  assert.match(lines[0], reason);
+  assert.ok(!hasStackTrace(stderr), stderr);
 }
 
 /** Whether the script printed a JavaScript stack trace (it never should). */

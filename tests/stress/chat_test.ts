@@ -22,13 +22,6 @@ const MiB = 1024 * 1024;
 const HOST = "127.0.0.1";
 const figure = figures("chat");
 
-/** Connect a client and wait for its welcome. */
-async function join(port: number, here: number): Promise<ChatClient> {
-  const c = await ChatClient.connect(port);
-  await c.waitForLine(`* you are ${c.name} (${here} here)`);
-  return c;
-}
-
 /** The stuck clients' names cut off so far, from the log. */
 function cutOff(server: RunningScript): string[] {
   return server.stdout.lines
@@ -42,8 +35,8 @@ Deno.test({
   ...SANITIZE,
   async fn() {
     await using server = await startScript("chat.ts", ["--port", "0"]);
-    const a = await join(server.port, 1);
-    const b = await join(server.port, 2);
+    const a = await ChatClient.join(server.port, 1);
+    const b = await ChatClient.join(server.port, 2);
     const STUCK = 40;
     const stuck: Deno.TcpConn[] = [];
     try {
@@ -96,8 +89,8 @@ Deno.test({
   ...SANITIZE,
   async fn() {
     await using server = await startScript("chat.ts", ["--port", "0"]);
-    const a = await join(server.port, 1);
-    const b = await join(server.port, 2);
+    const a = await ChatClient.join(server.port, 1);
+    const b = await ChatClient.join(server.port, 2);
     try {
       const idle = await residentBytes(server.pid);
       let peak = idle;
@@ -143,8 +136,8 @@ Deno.test({
       "--grace",
       "1",
     ]);
-    const a = await join(server.port, 1);
-    const b = await join(server.port, 2);
+    const a = await ChatClient.join(server.port, 1);
+    const b = await ChatClient.join(server.port, 2);
     const stuck = await Deno.connect({ hostname: HOST, port: server.port });
     const stuckName = `${HOST}:${stuck.localAddr.port}`;
     try {

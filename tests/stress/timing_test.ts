@@ -9,6 +9,7 @@
  * Figures print as `timing: ...` lines.
  */
 import assert from "node:assert/strict";
+import { roundsOf } from "../lib/rounds.ts";
 import { figures } from "../lib/figures.ts";
 import { readAll, writeAll } from "../lib/net.ts";
 import { runScript, startScript } from "../lib/spawn.ts";
@@ -19,16 +20,6 @@ const SANITIZE = { sanitizeResources: true, sanitizeOps: true };
 
 const figure = figures("timing");
 const encode = (text: string) => new TextEncoder().encode(text);
-
-/** client.ts's `--rounds` line: median, fastest, slowest (ms). */
-function roundsOf(stderr: string) {
-  const m =
-    /^\d+ rounds of \d+ bytes on one connection: median (\d+\.\d+) ms per round trip \(fastest (\d+\.\d+), slowest (\d+\.\d+)\)\n$/
-      .exec(stderr);
-  assert.ok(m, `not one --rounds line: ${JSON.stringify(stderr)}`);
-  const [median, fastest, slowest] = m.slice(1).map(Number);
-  return { median, fastest, slowest, line: stderr.trim() };
-}
 
 /** `client.ts --port PORT --rounds K ...ARGS MESSAGE`: its --rounds line. */
 async function rounds(port: number, k: number, args: string[], msg: string) {
