@@ -971,7 +971,9 @@ async function preflight(part: LabPart, netns: string[]) {
     throw new Error(
       `the lab needs root to create network namespaces (ip netns add), and this is user id ${
         uid.trim() || "unknown"
-      }; run it as root: sudo "$(command -v deno)" task lab`,
+      }; run it as root: sudo "$(command -v deno)" task lab${
+        part === "reach" ? "" : ` --${part}`
+      }`,
     );
   }
   const existing = await output(findTool("ip")!, ["netns", "list"])

@@ -32,27 +32,35 @@ Deno.test("lab.ts with an unknown flag is a usage error, exit 2", async () => {
   assert.equal(r.out, "");
 });
 
-Deno.test("lab.ts without root refuses with the reason, exit 1, and makes no namespace", async () => {
+Deno.test("lab.ts without root refuses with the reason and the command to run, exit 1, and makes no namespace", async () => {
   const before = await netnsList();
   // As root, drop to nobody for this run; as anyone else, run it as is.
   const isRoot = (await run("id", ["-u"])).out.trim() === "0";
-  const deno = [
-    Deno.execPath(),
-    "run",
-    ...LAB_FLAGS,
-    projectPath("lab.ts"),
-  ];
-  const r = isRoot
-    ? await run("setpriv", [
-      "--reuid=65534",
-      "--regid=65534",
-      "--clear-groups",
-      ...deno,
-    ])
-    : await run(deno[0], deno.slice(1));
-  assert.equal(r.code, 1, r.err);
-  assertOneErrorLine(r.err, /needs root.*user id \d+.*run it as root/);
-  assert.equal(r.out, "");
+  for (const part of [[], ["--dead-peer"]]) {
+    const deno = [
+      Deno.execPath(),
+      "run",
+      ...LAB_FLAGS,
+      projectPath("lab.ts"),
+      ...part,
+    ];
+    const r = isRoot
+      ? await run("setpriv", [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        ...deno,
+      ])
+      : await run(deno[0], deno.slice(1));
+    assert.equal(r.code, 1, r.err);
+    // The advice repeats the part asked for: `task lab --dead-peer`.
+    const again = `task lab${part.map((p) => ` ${p}`).join("")}$`;
+    assertOneErrorLine(
+      r.err,
+      new RegExp(`needs root.*user id \\d+.*run it as root: .*${again}`),
+    );
+    assert.equal(r.out, "");
+  }
   assert.equal(await netnsList(), before);
 });
 

@@ -171,12 +171,26 @@ async function withHosts(
   }
 }
 
-/** The datagrams a server logged, by the sender's address (no port). */
-function loggedFrom(server: RunningScript): string[] {
-  return server.stdout.lines
-    .map((l) => /^udp datagram .* remote (\S+):\d+ \d+ bytes$/.exec(l)?.[1])
-    .filter((x) => x !== undefined)
-    .map((x) => x.replace(/^\[|\]$/g, ""));
+/**
+ * The datagrams a server logged, by the sender's address (no port), once
+ * it has logged `count` (a log line may trail the reply it was written
+ * before); more than `count` fails the comparison that follows.
+ */
+async function loggedFrom(
+  server: RunningScript,
+  count: number,
+): Promise<string[]> {
+  const from = () =>
+    server.stdout.lines
+      .map((l) => /^udp datagram .* remote (\S+):\d+ \d+ bytes/.exec(l)?.[1])
+      .filter((x) => x !== undefined)
+      .map((x) => x.replace(/^\[|\]$/g, ""));
+  await waitUntil(
+    () => from().length >= count,
+    10_000,
+    () => `${server.label} logged ${from().length} datagrams, not ${count}`,
+  );
+  return from();
 }
 
 Deno.test({
@@ -192,8 +206,9 @@ Deno.test({
         s.serve(c, ["--hostname", "::", ...port, "--join", GROUP6]),
         s.serve(d, ["--hostname", "::", ...port]),
       ]);
+      // Joined before the listening line; the line saying so comes next.
       assert.equal(
-        servers[0].stdout.lines[1],
+        await servers[0].waitForLine(/^udp joined/),
         `udp joined group ${GROUP6}: datagrams to [${GROUP6}]:${PORT} come here`,
       );
       const r = await s.send(a, ["--hostname", GROUP6, ...port]);
@@ -206,9 +221,9 @@ Deno.test({
         r.stderr,
         `2 replies from 2 hosts within ${COLLECT_MS} ms (to the group udp [${GROUP6}]:${PORT})\n`,
       );
-      assert.deepEqual(loggedFrom(servers[0]), [a.v6]);
-      assert.deepEqual(loggedFrom(servers[1]), [a.v6]);
-      assert.deepEqual(loggedFrom(servers[2]), [], "D never joined");
+      assert.deepEqual(await loggedFrom(servers[0], 1), [a.v6]);
+      assert.deepEqual(await loggedFrom(servers[1], 1), [a.v6]);
+      assert.deepEqual(await loggedFrom(servers[2], 0), [], "D never joined");
     });
   },
 });
@@ -245,7 +260,7 @@ Deno.test({
       ) {
         const { flagged, plain } = await members(wildcard, group);
         assert.equal(
-          flagged.stdout.lines[2],
+          await flagged.waitForLine(/^udp multicast loopback/),
           "udp multicast loopback on, which on Linux changes nothing here: " +
             "the sender's option decides whether its datagrams to the group " +
             "reach this host's members (udp.ts send --multicast-loopback)",
@@ -267,6 +282,12 @@ Deno.test({
             `send --multicast-loopback: A's member too (${group})`,
           );
         }
+        // The member without the flag logged its datagram, and no loopback line.
+        await plain.waitForLine(/^udp datagram /);
+        assert.ok(
+          !plain.stdout.text().includes("loopback"),
+          plain.stdout.text(),
+        );
       }
     });
   },
@@ -314,8 +335,8 @@ Deno.test({
         link.from.toSorted(),
         [`${a.v4}:${PORT}`, `${b.v4}:${PORT}`],
       );
-      assert.deepEqual(loggedFrom(inA), [a.v4, a.v4]);
-      assert.deepEqual(loggedFrom(inB), [a.v4], "TTL 0 never left A");
+      assert.deepEqual(await loggedFrom(inA, 2), [a.v4, a.v4]);
+      assert.deepEqual(await loggedFrom(inB, 1), [a.v4], "TTL 0 never left A");
     });
   },
 });
@@ -353,7 +374,7 @@ Deno.test({
       assert.equal(one.code, 1);
       assert.match(one.stderr, /^error: no reply from udp 198\.18\.4\.127:/);
       for (const server of servers) {
-        assert.deepEqual(loggedFrom(server), [a.v4, a.v4]);
+        assert.deepEqual(await loggedFrom(server, 2), [a.v4, a.v4]);
       }
     }, 25);
   },
