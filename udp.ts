@@ -1140,8 +1140,14 @@ class UdpServer {
     const key = formatAddr(peer);
     if (this.#failedPeers.has(key)) return;
     if (this.#failedPeers.size >= MAX_REMEMBERED) {
-      // Full: forget the oldest (a Set keeps insertion order).
-      this.#failedPeers.delete(this.#failedPeers.values().next().value!);
+      // Full: one last line, then the summary alone counts (stderr bounded).
+      if (this.#failedPeers.size === MAX_REMEMBERED) {
+        this.#failedPeers.add(""); // the "said so" mark: never a peer's key
+        this.#warn(
+          `warning: replies to ${MAX_REMEMBERED} peers failed; failures to any other peer are counted in the summary only`,
+        );
+      }
+      return;
     }
     this.#failedPeers.add(key);
     this.#warn(

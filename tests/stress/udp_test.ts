@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { figures } from "../lib/figures.ts";
 import { junkRound, seededRandom } from "../lib/junk.ts";
-import { delay } from "../lib/time.ts";
+import { delay, waitUntil } from "../lib/time.ts";
 import {
   hasStackTrace,
   runScript,
@@ -539,4 +539,58 @@ Deno.test({
       "udp server stopped: 50 datagrams, 200 bytes in, 200 bytes out",
     );
   },
+});
+
+Deno.test("udp.ts on 0.0.0.0 whose replies Deno forbids, sent to by 1,100 peers in turn twice: stderr stays bounded (one warning for each of the first 1,024 peers, one line saying the rest are only counted), and the summary counts all 2,200", async () => {
+  const PEERS = 1100;
+  await using server = await startScript("udp.ts", [
+    "--hostname",
+    "0.0.0.0",
+    "--port",
+    "0",
+  ], { denoFlags: ["--allow-net=0.0.0.0", "--unstable-net"] });
+  const to: Deno.NetAddr = {
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: server.port,
+  };
+  const sockets = Array.from(
+    { length: PEERS },
+    () =>
+      Deno.listenDatagram({ transport: "udp", hostname: to.hostname, port: 0 }),
+  );
+  const logged = () =>
+    server.stdout.lines.filter((l) => l.startsWith("udp datagram ")).length;
+  try {
+    let sent = 0;
+    for (let round = 0; round < 2; round++) {
+      for (const s of sockets) {
+        await s.send(new TextEncoder().encode("hi"), to);
+        // In steps of 100, as fast as the server logs them: none dropped.
+        if (++sent % 100 === 0) {
+          await waitUntil(
+            () => logged() >= sent,
+            20_000,
+            () => `${logged()} of ${sent} datagrams logged`,
+          );
+        }
+      }
+    }
+  } finally {
+    for (const s of sockets) s.close();
+  }
+  const status = await server.stop("SIGTERM");
+  assert.equal(status.code, 0, server.stderr.text());
+  const lines = server.stderr.lines;
+  figure(`forbidden replies, ${PEERS} peers twice: ${lines.length} lines`);
+  assert.equal(lines.length, 1025, lines.slice(-3).join("\n"));
+  assert.match(
+    lines.at(-1) ?? "",
+    /^warning: replies to 1024 peers failed; failures to any other peer are counted in the summary only$/,
+  );
+  assert.match(
+    server.stdout.lines.at(-1) ?? "",
+    /^udp server stopped: 2200 datagrams, .*, 2200 replies forbidden by Deno's permissions$/,
+  );
+  assert.ok(!hasStackTrace(server.stderr.text()));
 });
