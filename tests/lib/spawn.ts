@@ -334,6 +334,25 @@ export class Child implements AsyncDisposable {
     return final;
   }
 
+  /**
+   * Wait for the child to exit on its own (after a signal it was already
+   * sent: another one might arrive once its handlers are gone, and kill
+   * it). Past `timeoutMs` it is killed and this throws.
+   */
+  async exited(timeoutMs = 15_000): Promise<Deno.CommandStatus> {
+    await this.closeStdin();
+    const status = await withTimeout(
+      this.#status,
+      timeoutMs,
+      () => `${this.label} did not exit within ${timeoutMs} ms`,
+    ).catch(async (err) => {
+      await this.stop("SIGKILL");
+      throw err;
+    });
+    await Promise.all([this.stdout.done, this.stderr.done]);
+    return status;
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop("SIGKILL");
   }
