@@ -1427,6 +1427,15 @@ Deno.test({
         "sentinel",
         "the server answered a low port",
       );
+      // Log lines are written in the background: wait for them.
+      await withTimeout(
+        server.stderr.waitFor(/not answering/),
+        REPLY_WAIT_MS,
+        () => `no warning:\n${server.stderr.text()}`,
+      );
+      await server.waitForLine(
+        /3 bytes, not answered: source port below 1024$/,
+      );
       const warnings = server.stderr.lines;
       assert.equal(warnings.length, 1, server.stderr.text());
       assert.match(
