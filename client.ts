@@ -1216,9 +1216,7 @@ export function unixReason(err: unknown, path: string): string {
     : errorText(err);
 }
 
-// A Unix socket's path is at most this many bytes on Linux (sun_path holds
-// 108, with the NUL that ends it); Deno refuses a longer one.
-export const UNIX_PATH_MAX = 107;
+export const UNIX_PATH_MAX = 107; // Linux's sun_path: 108 bytes with its NUL
 
 /** Resolve after `ms`, or at once when `signal` aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -1303,16 +1301,10 @@ export function hexDump(bytes: Uint8Array): string[] {
   return lines;
 }
 
-/**
- * What `--trace` is given for each read, write or datagram: what happened
- * (`read 5 bytes`) and the bytes themselves.
- */
+/** What `--trace` gets for each read, write or datagram, and its bytes. */
 export type Trace = (what: string, bytes: Uint8Array) => void;
 
-/**
- * `--trace`: one line for one read, write or datagram, `what` says which
- * (`read 5 bytes`); with `hex`, the bytes follow in the xxd layout.
- */
+/** `--trace`'s line, `what` (`read 5 bytes`); with `hex`, the bytes too. */
 export function traceBytes(
   print: (line: string) => void,
   what: string,

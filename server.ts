@@ -100,12 +100,11 @@ async function handleConnection(
   const c = server.admit(conn); // or closed at once over --max-connections
   if (!c) return;
   // TCP's options (a Unix socket has none). TCP_NODELAY: Nagle's algorithm
-  // off, a small write is not held back while an earlier one is unACKed.
-  // SO_KEEPALIVE: probe a connection idle for 2 h, to find a vanished peer.
+  // off, a small write goes at once; SO_KEEPALIVE: find a vanished peer.
   if ("setNoDelay" in conn && nodelay) conn.setNoDelay(true);
   if ("setKeepAlive" in conn && keepalive) conn.setKeepAlive(true);
   try {
-    await echo(conn, c, c.trace, lines);
+    await (lines ? echoLines : echo)(conn, c, c.trace);
   } catch (err) {
     // A reset or a broken pipe is the client's choice, not our failure; a
     // connection we closed (idle, shutdown) fails its pending read.
@@ -128,30 +127,28 @@ export async function echo(
   conn: Deno.Conn,
   counts: ByteCounts,
   trace?: Trace,
-  lines = false, // --lines: answer whole lines, as a line protocol's server
 ): Promise<void> {
-  let [buf, held] = [new Uint8Array(FIRST_BUFFER), 0]; // held: by --lines
+  let buf = new Uint8Array(FIRST_BUFFER);
   while (true) {
     // A read returns whatever has arrived: 1 byte or 64 KiB, never "a
     // message". TCP keeps the bytes in order, not the sender's writes.
-    const n = await conn.read(buf.subarray(held));
-    // null (not 0) is the end: the client half-closed (sent FIN); once all
-    // its bytes are echoed, returning closes our side too.
-    const have = held + (n ?? 0);
-    if (n) trace?.(`read ${n} bytes`, buf.subarray(held, have));
-    counts.bytesIn += n ?? 0; // --lines keeps bytes until they end a line:
-    held = lines && n && have < buf.length && buf[have - 1] !== 10 ? have : 0;
-    // write() may take only part of the bytes: loop until all are out. A
-    // client that does not read its echo stalls our write, so our reads,
-    // then its own writes once the kernel buffers fill: backpressure.
-    for (let done = 0; done < have - held;) {
-      const wrote = await conn.write(buf.subarray(done, have));
+    const n = await conn.read(buf);
+    // null (not 0) is the end: the client half-closed (sent FIN), and all
+    // its bytes have been echoed. Returning closes our side too.
+    if (n === null) return;
+    counts.bytesIn += n;
+    trace?.(`read ${n} bytes`, buf.subarray(0, n));
+    // write() may take only part of the bytes: loop until all are out. We
+    // read again only once they are, so a client that does not read its
+    // echo stalls our write, then our reads, then the kernel buffers fill
+    // and its own writes wait: backpressure. Memory stays one buffer.
+    for (let done = 0; done < n;) {
+      const wrote = await conn.write(buf.subarray(done, n));
       trace?.(`wrote ${wrote} bytes`, buf.subarray(done, done + wrote));
       done += wrote;
       counts.bytesOut += wrote;
     }
-    if (n === null) return;
-    if (have === buf.length && buf.length < LARGEST_BUFFER) {
+    if (n === buf.length && buf.length < LARGEST_BUFFER) {
       buf = new Uint8Array(Math.min(buf.length * 4, LARGEST_BUFFER));
     }
   }
@@ -301,7 +298,6 @@ export function parseServerArgs(args: string[]): ServerOptions | "help" {
 
 /** Counters for one connection, or summed over the whole server. */
 export type ByteCounts = { bytesIn: number; bytesOut: number };
-
 /** What {@link serveTcp} resolves with (refused: over --max-connections). */
 export type TcpSummary = ByteCounts & { connections: number; refused: number };
 
@@ -327,8 +323,7 @@ class Connection implements ByteCounts {
     readonly pair: string, // "local A remote B": the socket pair
     readonly trace?: Trace,
   ) {}
-  /** Close it from outside its handler (its pending read fails). */
-  close(reason: string): void {
+  close(reason: string): void { // from outside: its pending read fails
     this.reason ??= reason;
     closeQuietly(this.conn);
   }
@@ -408,8 +403,7 @@ class Server {
   /** Stopped accepting: `grace` s for the open ones (`force`: now), close. */
   async finish(): Promise<TcpSummary> {
     closeQuietly(this.#listener);
-    const grace = this.#o.grace ?? 0;
-    const open = this.#open.size;
+    const [grace, open] = [this.#o.grace ?? 0, this.#open.size];
     if (open > 0) {
       this.#log(
         `${this.#p} stopping: ${open} open, up to ${grace} s to finish`,
@@ -438,6 +432,29 @@ function sweepIdle(open: Map<number, Connection>, idleSeconds: number) {
     }
   }, Math.min(1000, Math.max(50, limit / 10)));
   return () => clearInterval(timer);
+}
+
+/**
+ * `--lines`: echo whole lines only, as a line server answers a whole request
+ * (README chapter 15); bytes after the last newline wait for their line.
+ */
+async function echoLines(conn: Deno.Conn, c: ByteCounts, trace?: Trace) {
+  const buf = new Uint8Array(LARGEST_BUFFER); // a longer line goes out cut
+  const wrote = (piece: Uint8Array) => {
+    trace?.(`wrote ${piece.length} bytes`, piece);
+    c.bytesOut += piece.length;
+  };
+  let held = 0;
+  for (let n; (n = await conn.read(buf.subarray(held))) !== null;) {
+    trace?.(`read ${n} bytes`, buf.subarray(held, held + n));
+    c.bytesIn += n;
+    const have = held + n;
+    const end = have < buf.length ? buf.lastIndexOf(10, have - 1) + 1 : have;
+    await writeAll(conn, buf.subarray(0, end), wrote);
+    buf.copyWithin(0, end, have);
+    held = have - end;
+  }
+  await writeAll(conn, buf.subarray(0, held), wrote); // an unended last line
 }
 
 function closeQuietly(socket: Deno.Conn | Deno.Listener): void {
@@ -614,10 +631,9 @@ export function explainListenError(
 }
 
 /**
- * Bind a Unix socket at `path` with `bind`. A killed server leaves its
- * socket file, and a bind there is "in use": if nobody is bound to it (a
- * stream connect is refused), it is stale: removed, `note` says so, and
- * bound again. A socket in use, or a file that is not a socket, stays.
+ * Bind a Unix socket at `path` with `bind`. A killed server's file is "in
+ * use": if a connect to it is refused, it is stale: removed (`note` says
+ * so) and bound again. A socket in use, or any other file, stays.
  */
 export async function bindUnix<T>(
   path: string,
@@ -668,16 +684,12 @@ export function unixReason(err: unknown, path: string): string {
     : errorText(err);
 }
 
-// A Unix socket's path is at most this many bytes on Linux (sun_path holds
-// 108, with the NUL that ends it); Deno refuses a longer one.
-export const UNIX_PATH_MAX = 107;
+export const UNIX_PATH_MAX = 107; // Linux's sun_path: 108 bytes with its NUL
 
 /**
- * Whether a failed `accept()` belongs to one client only: it connected and
- * reset (or aborted) before we accepted it. Deno then fails accept() with
- * ENOTCONN (its getpeername() finds no peer), NotConnected in Deno 2.9.
- * Nothing is short and the next client is fine: skip it at once. Anything
- * else (EMFILE, ENFILE, ENOBUFS, ENOMEM, or unknown) is worth a pause.
+ * Whether a failed `accept()` belongs to one client only: it reset before
+ * we accepted it (Deno 2.9: NotConnected, ENOTCONN). The next client is
+ * fine: skip it at once. Anything else (EMFILE, ENOMEM...) is worth a pause.
  */
 export function isOneClientsFailure(err: unknown): boolean {
   if (
@@ -694,12 +706,9 @@ export function isOneClientsFailure(err: unknown): boolean {
 }
 
 /**
- * How an accept loop treats a failed accept(). One that belongs to one
- * client ({@link isOneClientsFailure}) is skipped at once: waiting would
- * only delay the next client. A shortage (EMFILE, ENFILE: no descriptors
- * left; ENOBUFS, ENOMEM) does not go away by retrying at once, so we back
- * off, 10 ms doubling up to 1 s, and say so; as for an error we do not know,
- * rather than spin on it.
+ * How an accept loop treats a failed accept(): one client's failure is
+ * skipped at once ({@link isOneClientsFailure}); a shortage (no descriptors
+ * or memory) or an unknown error backs off, 10 ms doubling up to 1 s.
  */
 export class AcceptBackoff {
   #ms = 0;
@@ -746,9 +755,8 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /**
- * Shutdown, once the accept loop has stopped: wait for the open handlers,
- * at most `grace` seconds (or until `force` aborts), then `closeAll` with
- * the reason, and wait for the handlers to end.
+ * Shutdown: wait for the open handlers at most `grace` s (or until `force`
+ * aborts), then `closeAll` with the reason, and wait for them to end.
  */
 export async function finishWithin(
   handlers: Set<Promise<void>>,
@@ -801,11 +809,9 @@ export const LOG_QUEUE_BYTES = 1 << 20;
 const LOG_WRITE_BYTES = 4096;
 
 /**
- * Print a log line on stdout. Logging is best effort: it never waits for
- * stdout (lines queue, and are written asynchronously), a reader that
- * falls behind loses lines (counted, never the service), and when stdout
- * cannot be written at all (terminal closed, disk full, /dev/full, a closed
- * pipe) the program goes on serving, and says so once on stderr.
+ * Print a log line on stdout, best effort: it never waits (lines queue and
+ * are written in the background), a slow reader loses lines (counted), and
+ * a stdout that cannot be written at all is said once on stderr.
  */
 export function log(line: string): void {
   if (logState.failed) return;
@@ -907,16 +913,10 @@ export function hexDump(bytes: Uint8Array): string[] {
   return lines;
 }
 
-/**
- * What `--trace` is given for each read, write or datagram: what happened
- * (`read 5 bytes`) and the bytes themselves.
- */
+/** What `--trace` gets for each read, write or datagram, and its bytes. */
 export type Trace = (what: string, bytes: Uint8Array) => void;
 
-/**
- * `--trace`: one line for one read, write or datagram, `what` says which
- * (`read 5 bytes`); with `hex`, the bytes follow in the xxd layout.
- */
+/** `--trace`'s line, `what` (`read 5 bytes`); with `hex`, the bytes too. */
 export function traceBytes(
   print: (line: string) => void,
   what: string,

@@ -1081,6 +1081,7 @@ class UdpServer {
   // Peers told about a failed reply, the most recent MAX_REMEMBERED: under
   // traffic, one warning per datagram would grow stderr without bound.
   #failedPeers = new Set<string>();
+  #failedPeersFull = false; // said so once: the rest only count
   // A Unix socket's file, and which file it is (its inode), to remove at
   // the end: Deno leaves a datagram socket's file behind when it closes.
   #file?: { path: string; ino: number | null };
@@ -1138,15 +1139,13 @@ class UdpServer {
     if (err instanceof Deno.errors.NotCapable) this.summary.forbidden++;
     else this.summary.failed++;
     const key = formatAddr(peer);
-    if (this.#failedPeers.has(key)) return;
-    if (this.#failedPeers.size >= MAX_REMEMBERED) {
+    if (this.#failedPeers.has(key) || this.#failedPeersFull) return;
+    if (this.#failedPeers.size === MAX_REMEMBERED) {
       // Full: one last line, then the summary alone counts (stderr bounded).
-      if (this.#failedPeers.size === MAX_REMEMBERED) {
-        this.#failedPeers.add(""); // the "said so" mark: never a peer's key
-        this.#warn(
-          `warning: replies to ${MAX_REMEMBERED} peers failed; failures to any other peer are counted in the summary only`,
-        );
-      }
+      this.#failedPeersFull = true;
+      this.#warn(
+        `warning: replies to ${MAX_REMEMBERED} peers failed; failures to any other peer are counted in the summary only`,
+      );
       return;
     }
     this.#failedPeers.add(key);
@@ -2131,10 +2130,9 @@ export function explainListenError(
 }
 
 /**
- * Bind a Unix socket at `path` with `bind`. A killed server leaves its
- * socket file, and a bind there is "in use": if nobody is bound to it (a
- * stream connect is refused), it is stale: removed, `note` says so, and
- * bound again. A socket in use, or a file that is not a socket, stays.
+ * Bind a Unix socket at `path` with `bind`. A killed server's file is "in
+ * use": if a connect to it is refused, it is stale: removed (`note` says
+ * so) and bound again. A socket in use, or any other file, stays.
  */
 export async function bindUnix<T>(
   path: string,
@@ -2185,9 +2183,7 @@ export function unixReason(err: unknown, path: string): string {
     : errorText(err);
 }
 
-// A Unix socket's path is at most this many bytes on Linux (sun_path holds
-// 108, with the NUL that ends it); Deno refuses a longer one.
-export const UNIX_PATH_MAX = 107;
+export const UNIX_PATH_MAX = 107; // Linux's sun_path: 108 bytes with its NUL
 
 /** Resolve after `ms`, or at once when `signal` aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -2234,11 +2230,9 @@ export const LOG_QUEUE_BYTES = 1 << 20;
 const LOG_WRITE_BYTES = 4096;
 
 /**
- * Print a log line on stdout. Logging is best effort: it never waits for
- * stdout (lines queue, and are written asynchronously), a reader that
- * falls behind loses lines (counted, never the service), and when stdout
- * cannot be written at all (terminal closed, disk full, /dev/full, a closed
- * pipe) the program goes on serving, and says so once on stderr.
+ * Print a log line on stdout, best effort: it never waits (lines queue and
+ * are written in the background), a slow reader loses lines (counted), and
+ * a stdout that cannot be written at all is said once on stderr.
  */
 export function log(line: string): void {
   if (logState.failed) return;
@@ -2340,16 +2334,10 @@ export function hexDump(bytes: Uint8Array): string[] {
   return lines;
 }
 
-/**
- * What `--trace` is given for each read, write or datagram: what happened
- * (`read 5 bytes`) and the bytes themselves.
- */
+/** What `--trace` gets for each read, write or datagram, and its bytes. */
 export type Trace = (what: string, bytes: Uint8Array) => void;
 
-/**
- * `--trace`: one line for one read, write or datagram, `what` says which
- * (`read 5 bytes`); with `hex`, the bytes follow in the xxd layout.
- */
+/** `--trace`'s line, `what` (`read 5 bytes`); with `hex`, the bytes too. */
 export function traceBytes(
   print: (line: string) => void,
   what: string,

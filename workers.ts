@@ -456,11 +456,9 @@ export const LOG_QUEUE_BYTES = 1 << 20;
 const LOG_WRITE_BYTES = 4096;
 
 /**
- * Print a log line on stdout. Logging is best effort: it never waits for
- * stdout (lines queue, and are written asynchronously), a reader that
- * falls behind loses lines (counted, never the service), and when stdout
- * cannot be written at all (terminal closed, disk full, /dev/full, a closed
- * pipe) the program goes on serving, and says so once on stderr.
+ * Print a log line on stdout, best effort: it never waits (lines queue and
+ * are written in the background), a slow reader loses lines (counted), and
+ * a stdout that cannot be written at all is said once on stderr.
  */
 export function log(line: string): void {
   if (logState.failed) return;

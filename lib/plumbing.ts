@@ -169,10 +169,9 @@ export function explainListenError(
 }
 
 /**
- * Bind a Unix socket at `path` with `bind`. A killed server leaves its
- * socket file, and a bind there is "in use": if nobody is bound to it (a
- * stream connect is refused), it is stale: removed, `note` says so, and
- * bound again. A socket in use, or a file that is not a socket, stays.
+ * Bind a Unix socket at `path` with `bind`. A killed server's file is "in
+ * use": if a connect to it is refused, it is stale: removed (`note` says
+ * so) and bound again. A socket in use, or any other file, stays.
  */
 export async function bindUnix<T>(
   path: string,
@@ -223,16 +222,12 @@ export function unixReason(err: unknown, path: string): string {
     : errorText(err);
 }
 
-// A Unix socket's path is at most this many bytes on Linux (sun_path holds
-// 108, with the NUL that ends it); Deno refuses a longer one.
-export const UNIX_PATH_MAX = 107;
+export const UNIX_PATH_MAX = 107; // Linux's sun_path: 108 bytes with its NUL
 
 /**
- * Whether a failed `accept()` belongs to one client only: it connected and
- * reset (or aborted) before we accepted it. Deno then fails accept() with
- * ENOTCONN (its getpeername() finds no peer), NotConnected in Deno 2.9.
- * Nothing is short and the next client is fine: skip it at once. Anything
- * else (EMFILE, ENFILE, ENOBUFS, ENOMEM, or unknown) is worth a pause.
+ * Whether a failed `accept()` belongs to one client only: it reset before
+ * we accepted it (Deno 2.9: NotConnected, ENOTCONN). The next client is
+ * fine: skip it at once. Anything else (EMFILE, ENOMEM...) is worth a pause.
  */
 export function isOneClientsFailure(err: unknown): boolean {
   if (
@@ -249,12 +244,9 @@ export function isOneClientsFailure(err: unknown): boolean {
 }
 
 /**
- * How an accept loop treats a failed accept(). One that belongs to one
- * client ({@link isOneClientsFailure}) is skipped at once: waiting would
- * only delay the next client. A shortage (EMFILE, ENFILE: no descriptors
- * left; ENOBUFS, ENOMEM) does not go away by retrying at once, so we back
- * off, 10 ms doubling up to 1 s, and say so; as for an error we do not know,
- * rather than spin on it.
+ * How an accept loop treats a failed accept(): one client's failure is
+ * skipped at once ({@link isOneClientsFailure}); a shortage (no descriptors
+ * or memory) or an unknown error backs off, 10 ms doubling up to 1 s.
  */
 export class AcceptBackoff {
   #ms = 0;
@@ -301,9 +293,8 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /**
- * Shutdown, once the accept loop has stopped: wait for the open handlers,
- * at most `grace` seconds (or until `force` aborts), then `closeAll` with
- * the reason, and wait for the handlers to end.
+ * Shutdown: wait for the open handlers at most `grace` s (or until `force`
+ * aborts), then `closeAll` with the reason, and wait for them to end.
  */
 export async function finishWithin(
   handlers: Set<Promise<void>>,
@@ -356,11 +347,9 @@ export const LOG_QUEUE_BYTES = 1 << 20;
 const LOG_WRITE_BYTES = 4096;
 
 /**
- * Print a log line on stdout. Logging is best effort: it never waits for
- * stdout (lines queue, and are written asynchronously), a reader that
- * falls behind loses lines (counted, never the service), and when stdout
- * cannot be written at all (terminal closed, disk full, /dev/full, a closed
- * pipe) the program goes on serving, and says so once on stderr.
+ * Print a log line on stdout, best effort: it never waits (lines queue and
+ * are written in the background), a slow reader loses lines (counted), and
+ * a stdout that cannot be written at all is said once on stderr.
  */
 export function log(line: string): void {
   if (logState.failed) return;
@@ -462,16 +451,10 @@ export function hexDump(bytes: Uint8Array): string[] {
   return lines;
 }
 
-/**
- * What `--trace` is given for each read, write or datagram: what happened
- * (`read 5 bytes`) and the bytes themselves.
- */
+/** What `--trace` gets for each read, write or datagram, and its bytes. */
 export type Trace = (what: string, bytes: Uint8Array) => void;
 
-/**
- * `--trace`: one line for one read, write or datagram, `what` says which
- * (`read 5 bytes`); with `hex`, the bytes follow in the xxd layout.
- */
+/** `--trace`'s line, `what` (`read 5 bytes`); with `hex`, the bytes too. */
 export function traceBytes(
   print: (line: string) => void,
   what: string,
